@@ -1,0 +1,109 @@
+/*
+ * A function's specification: the parsed, validated function.json of one
+ * function folder. Parsing is strict: unknown keys and bad values are errors
+ * reported as "<origin>:<field>: <message>", e.g.
+ *   examples/temp-alert/function.json:limits.timeout_ms: must be an integer from 1 to 900000, got 0
+ *
+ * Trigger kinds are ops structs registered by name (trigger_mqtt.c is "mqtt");
+ * adding a kind is one file plus one line in the table in fnspec.c.
+ */
+#ifndef WISP_FNSPEC_H
+#define WISP_FNSPEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct cJSON;
+
+enum wisp_runtime {
+    WISP_RUNTIME_LUA = 0,
+    WISP_RUNTIME_NATIVE = 1,
+};
+
+struct wisp_trigger_kind;
+
+/* One trigger. Kind-specific fields live side by side; each kind documents
+ * which it uses. */
+struct wisp_trigger {
+    const struct wisp_trigger_kind *kind;
+    /* mqtt */
+    char *topic; /* subscription filter */
+    int qos;     /* 0, 1 or 2; default 1 */
+};
+
+struct wisp_trigger_kind {
+    const char *name;
+    /* Parses the trigger object `obj` (its "type" already checked) into t.
+     * `field` is the path prefix for errors, e.g. "triggers[0]". On error
+     * writes "<field>.<key>: <message>" into err and returns -EINVAL. */
+    int (*parse)(const struct cJSON *obj, const char *field, struct wisp_trigger *t, char *err,
+                 size_t errlen);
+    void (*fini)(struct wisp_trigger *t);
+};
+
+extern const struct wisp_trigger_kind wisp_trigger_mqtt;
+
+/* Finds a registered trigger kind by name, or NULL. */
+const struct wisp_trigger_kind *wisp_trigger_kind_find(const char *name);
+
+struct wisp_env_var {
+    char *key;
+    char *value;
+};
+
+/* Defaults and ranges, documented in README's function.json reference. */
+#define WISP_DEFAULT_MEMORY_KB    1024u
+#define WISP_MIN_MEMORY_KB        64u
+#define WISP_MAX_MEMORY_KB        262144u
+#define WISP_DEFAULT_TIMEOUT_MS   1000u
+#define WISP_MAX_TIMEOUT_MS       900000u
+#define WISP_DEFAULT_CONCURRENCY  1u
+#define WISP_MAX_CONCURRENCY      64u
+#define WISP_DEFAULT_RETRY_MAX    0u
+#define WISP_MAX_RETRY_MAX        100u
+#define WISP_DEFAULT_BACKOFF_MS   100u
+#define WISP_MAX_TRIGGERS         64u
+#define WISP_MAX_ENV              128u
+#define WISP_MAX_NAME_LEN         64u
+#define WISP_MAX_SPEC_BYTES       (256u * 1024u)
+
+struct wisp_fnspec {
+    char *dir;         /* the function folder as given */
+    char *origin;      /* "<dir>/function.json", used in error messages */
+    char *name;        /* [a-z0-9][a-z0-9_-]*, at most 64 bytes */
+    char *version;     /* "version" if given, else a content hash of the folder */
+    char *description; /* may be NULL */
+    enum wisp_runtime runtime;
+    char *handler; /* path relative to dir; default "handler.lua" ("handler.so" for native) */
+    struct wisp_trigger *triggers;
+    size_t n_triggers;
+    uint32_t memory_kb;
+    uint32_t timeout_ms;
+    uint32_t concurrency;
+    uint32_t retry_max;
+    uint32_t retry_backoff_ms;
+    char *retry_dead_letter; /* topic or NULL */
+    struct wisp_env_var *env;
+    size_t n_env;
+};
+
+/* Parses function.json text (not NUL-terminated necessarily) into a new spec.
+ * `origin` names the file in errors and `dir` is stored as spec->dir. The
+ * version field defaults to "" here; wisp_fnspec_load fills in the content
+ * hash. On success *out is owned by the caller (wisp_fnspec_destroy).
+ * Returns 0, -EINVAL (err says why) or -ENOMEM. */
+int wisp_fnspec_parse(const char *json, size_t len, const char *origin, const char *dir,
+                      struct wisp_fnspec **out, char *err, size_t errlen);
+
+/* Reads <dir>/function.json, parses it, checks the handler file exists and
+ * is a regular file, and computes the content version (hash of function.json,
+ * the handler and lib/ *.lua) unless "version" was given. */
+int wisp_fnspec_load(const char *dir, struct wisp_fnspec **out, char *err, size_t errlen);
+
+/* Frees a spec; NULL is a no-op. */
+void wisp_fnspec_destroy(struct wisp_fnspec *spec);
+
+/* Looks up an env value; NULL when absent. */
+const char *wisp_fnspec_env(const struct wisp_fnspec *spec, const char *key);
+
+#endif
