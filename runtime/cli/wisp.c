@@ -1,1 +1,284 @@
-int main(void) { return 0; }
+/* wisp: the Wisp command line. `wisp run` runs a function once through the
+ * same executor, sandbox and limits as wispd, without a broker. */
+#define WISP_LOG_MODULE "wisp"
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "pool.h"
+#include "registry.h"
+#include "util.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "Usage: wisp <command> [options]\n"
+                 "\n"
+                 "Commands:\n"
+                 "  run DIR [--event JSON|@FILE] [--topic TOPIC] [--log-level L]\n"
+                 "        run the function in DIR once, print what it published and logged;\n"
+                 "        exits 1 when the handler fails\n"
+                 "  validate DIR...\n"
+                 "        check function folders (or folders of them) without running them\n"
+                 "  version\n"
+                 "\n"
+                 "Run `wisp <command> --help` for a command's options.\n");
+}
+
+static void run_usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: wisp run DIR [--event JSON|@FILE] [--topic TOPIC] [--log-level L]\n"
+            "\n"
+            "  DIR            a function folder (function.json + handler)\n"
+            "  --event JSON   the event payload, inline or @file (default: {})\n"
+            "  --topic TOPIC  event.subject (default: the first MQTT trigger's filter with\n"
+            "                 wildcards replaced by \"test\")\n"
+            "  --log-level L  debug, info (default), warn or error\n"
+            "\n"
+            "Published messages go to stdout, one per line: TOPIC qos=N retain=B PAYLOAD.\n"
+            "Logs and the REPORT line go to stderr. Exit status: 0 ok, 1 handler failed,\n"
+            "2 bad usage or invalid function.\n");
+}
+
+struct run_state {
+    enum wisp_outcome outcome;
+    bool done;
+};
+
+static int print_publish(void *ud, const char *topic, const void *payload, size_t len, int qos,
+                         int retain)
+{
+    (void)ud;
+    printf("%s qos=%d retain=%s ", topic, qos, retain ? "true" : "false");
+    fwrite(payload, 1, len, stdout);
+    putchar('\n');
+    fflush(stdout);
+    return 0;
+}
+
+static void on_report(void *ud, const struct wisp_fnspec *spec, const char *id,
+                      const struct wisp_result *res)
+{
+    struct run_state *st = ud;
+    (void)spec;
+    (void)id;
+    st->outcome = res->outcome;
+    st->done = true;
+}
+
+/* Replaces '+' and '#' levels with "test" so a filter becomes a topic. */
+static void default_subject(const struct wisp_fnspec *spec, char *out, size_t cap)
+{
+    const char *f = NULL;
+    for (size_t i = 0; i < spec->n_triggers && !f; i++) {
+        if (spec->triggers[i].kind == &wisp_trigger_mqtt)
+            f = spec->triggers[i].topic;
+    }
+    if (!f) {
+        snprintf(out, cap, "wisp/run");
+        return;
+    }
+    size_t o = 0;
+    for (const char *p = f; *p && o + 5 < cap; p++) {
+        if (*p == '+' || *p == '#') {
+            memcpy(out + o, "test", 4);
+            o += 4;
+        } else {
+            out[o++] = *p;
+        }
+    }
+    out[o] = '\0';
+}
+
+static int read_event(const char *arg, char **payload, size_t *len)
+{
+    if (arg[0] != '@') {
+        *payload = wisp_strndup(arg, strlen(arg));
+        *len = strlen(arg);
+        return *payload ? 0 : -ENOMEM;
+    }
+    int rc = wisp_read_file(arg + 1, 64u * 1024u * 1024u, payload, len);
+    if (rc)
+        fprintf(stderr, "wisp run: --event %s: %s\n", arg, strerror(-rc));
+    return rc;
+}
+
+static int run_once(struct wisp_fnspec *spec, const char *subject, const char *payload,
+                    size_t len)
+{
+    struct wisp_loop *loop = NULL;
+    struct wisp_pool *pool = NULL;
+    struct run_state st = {.outcome = WISP_OUTCOME_CRASH};
+    char id[40];
+    const char *name = spec->name;
+    char name_copy[WISP_MAX_NAME_LEN + 1];
+    snprintf(name_copy, sizeof(name_copy), "%s", name);
+    /* One attempt: retries and dead letters are wispd's business. */
+    spec->retry_max = 0;
+    free(spec->retry_dead_letter);
+    spec->retry_dead_letter = NULL;
+    struct wisp_pool_config pc = {
+        .max_executors = 1, .idle_timeout_ms = 0, .queue_max = 1, .device = "local"};
+    struct wisp_pool_hooks hooks = {.spawn = wisp_executor_spawn_direct,
+                                    .publish = print_publish,
+                                    .on_report = on_report,
+                                    .ud = &st};
+    if (wisp_loop_create(&loop) != 0 || wisp_pool_create(loop, &pc, &hooks, &pool) != 0) {
+        fprintf(stderr, "wisp run: cannot set up: %s\n", strerror(errno));
+        wisp_fnspec_destroy(spec);
+        goto out;
+    }
+    wisp_pool_set_functions(pool, &spec, 1);
+    if (wisp_pool_submit_to(pool, name_copy, subject, payload, len, id) != 0) {
+        fprintf(stderr, "wisp run: cannot queue the event\n");
+        goto out;
+    }
+    while (!st.done) {
+        uint64_t now = wisp_mono_ns();
+        if (wisp_loop_run_once(loop, wisp_pool_next_timeout_ms(pool, now)) < 0)
+            break;
+        wisp_pool_tick(pool, wisp_mono_ns());
+    }
+out:
+    wisp_pool_destroy(pool);
+    wisp_loop_destroy(loop);
+    while (waitpid(-1, NULL, 0) > 0)
+        ;
+    return st.outcome == WISP_OUTCOME_OK ? 0 : 1;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *dir = NULL, *event = "{}", *topic = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            run_usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--event") == 0 && i + 1 < argc) {
+            event = argv[++i];
+        } else if (strcmp(argv[i], "--topic") == 0 && i + 1 < argc) {
+            topic = argv[++i];
+        } else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) {
+            int l = wisp_log_level_parse(argv[++i]);
+            if (l < 0) {
+                fprintf(stderr, "wisp run: --log-level: unknown level \"%s\"\n", argv[i]);
+                return 2;
+            }
+            wisp_log_threshold = l;
+        } else if (argv[i][0] != '-' && !dir) {
+            dir = argv[i];
+        } else {
+            fprintf(stderr, "wisp run: unexpected argument \"%s\"\n", argv[i]);
+            run_usage(stderr);
+            return 2;
+        }
+    }
+    if (!dir) {
+        run_usage(stderr);
+        return 2;
+    }
+    struct wisp_fnspec *spec = NULL;
+    char err[1024];
+    if (wisp_registry_load_one(dir, &spec, err, sizeof(err)) != 0) {
+        fprintf(stderr, "wisp run: %s\n", err);
+        return 2;
+    }
+    char *payload = NULL;
+    size_t len = 0;
+    if (read_event(event, &payload, &len) != 0) {
+        wisp_fnspec_destroy(spec);
+        return 2;
+    }
+    char subject[512];
+    if (topic)
+        snprintf(subject, sizeof(subject), "%s", topic);
+    else
+        default_subject(spec, subject, sizeof(subject));
+    int rc = run_once(spec, subject, payload, len);
+    free(payload);
+    return rc;
+}
+
+static int validate_one(const char *dir)
+{
+    struct wisp_fnspec *spec = NULL;
+    char err[1024];
+    if (wisp_registry_load_one(dir, &spec, err, sizeof(err)) != 0) {
+        fprintf(stderr, "invalid %s\n", err);
+        return 1;
+    }
+    printf("ok %s %s (%s)\n", spec->name, spec->version, dir);
+    wisp_fnspec_destroy(spec);
+    return 0;
+}
+
+static int cmd_validate(int argc, char **argv)
+{
+    int bad = 0;
+    if (argc == 0 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
+        printf("Usage: wisp validate DIR...\n\n"
+               "Each DIR is a function folder (with function.json) or a folder of them.\n"
+               "Prints \"ok NAME VERSION\" or the problem as path:field: message; exits 1 if\n"
+               "any function is invalid.\n");
+        return argc == 0 ? 2 : 0;
+    }
+    for (int i = 0; i < argc; i++) {
+        char *fj = wisp_path_join(argv[i], "function.json");
+        struct stat st;
+        bool single = fj && stat(fj, &st) == 0;
+        free(fj);
+        if (single) {
+            bad |= validate_one(argv[i]);
+            continue;
+        }
+        char **names = NULL;
+        size_t n = 0;
+        int rc = wisp_registry_list_dirs(argv[i], &names, &n);
+        if (rc) {
+            fprintf(stderr, "invalid %s: cannot read the folder: %s\n", argv[i], strerror(-rc));
+            bad = 1;
+        } else if (n == 0) {
+            fprintf(stderr, "invalid %s: no function.json and no function folders in it\n",
+                    argv[i]);
+            bad = 1;
+        }
+        for (size_t k = 0; k < n; k++) {
+            char *sub = wisp_path_join(argv[i], names[k]);
+            bad |= sub ? validate_one(sub) : 1;
+            free(sub);
+            free(names[k]);
+        }
+        free(names);
+    }
+    return bad;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("wisp %s\n", WISP_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 2, argv + 2);
+    if (strcmp(cmd, "validate") == 0)
+        return cmd_validate(argc - 2, argv + 2);
+    fprintf(stderr, "wisp: unknown command \"%s\"\n\n", cmd);
+    usage(stderr);
+    return 2;
+}

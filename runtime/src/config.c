@@ -1,1 +1,259 @@
-/* placeholder until the module lands */
+#include "config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "util.h"
+
+enum opt_type { OPT_STR, OPT_INT, OPT_BOOL };
+
+struct opt {
+    const char *key;  /* dotted key in the config file */
+    const char *flag; /* command-line flag without "--", or NULL */
+    enum opt_type type;
+    size_t offset;
+    const char *def; /* default, as text (NULL: unset) */
+    long min, max;   /* for OPT_INT */
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct wisp_config, f)
+
+static const struct opt opts[] = {
+    {"functions", "functions", OPT_STR, OFF(functions), NULL, 0, 0,
+     "folder holding one folder per function"},
+    {"broker", "broker", OPT_STR, OFF(broker), "tcp://127.0.0.1:1883", 0, 0,
+     "MQTT broker URI: tcp://, mqtt://, ssl:// or mqtts://host:port"},
+    {"data", "data", OPT_STR, OFF(data), "/var/lib/wisp", 0, 0, "data directory"},
+    {"device", "device", OPT_STR, OFF(device), NULL, 0, 0,
+     "device id used in event sources and the client id (default: host name)"},
+    {"log_level", "log-level", OPT_STR, OFF(log_level), "info", 0, 0,
+     "debug, info, warn or error"},
+    {"mqtt.client_id", "client-id", OPT_STR, OFF(client_id), NULL, 0, 0,
+     "MQTT client id (default: wisp-<device>)"},
+    {"mqtt.version", "mqtt-version", OPT_INT, OFF(mqtt_version), "5", 3, 5,
+     "MQTT protocol: 3 (3.1.1) or 5"},
+    {"mqtt.keepalive_s", NULL, OPT_INT, OFF(keepalive_s), "30", 5, 3600, "keep-alive interval"},
+    {"mqtt.clean_start", NULL, OPT_BOOL, OFF(clean_start), "true", 0, 0,
+     "start a clean session on every connect"},
+    {"mqtt.username", NULL, OPT_STR, OFF(username), NULL, 0, 0, "user name"},
+    {"mqtt.password", NULL, OPT_STR, OFF(password), NULL, 0, 0, "password"},
+    {"mqtt.reconnect_min_ms", NULL, OPT_INT, OFF(reconnect_min_ms), "250", 50, 600000,
+     "first reconnect delay; doubles per failure"},
+    {"mqtt.reconnect_max_ms", NULL, OPT_INT, OFF(reconnect_max_ms), "30000", 1000, 3600000,
+     "longest reconnect delay"},
+    {"mqtt.max_buffered", NULL, OPT_INT, OFF(max_buffered), "10000", 1, 10000000,
+     "outgoing messages kept while disconnected (oldest dropped beyond)"},
+    {"mqtt.tls.ca", "tls-ca", OPT_STR, OFF(tls_ca), NULL, 0, 0,
+     "CA certificate (PEM) to verify the broker"},
+    {"mqtt.tls.cert", "tls-cert", OPT_STR, OFF(tls_cert), NULL, 0, 0,
+     "client certificate (PEM)"},
+    {"mqtt.tls.key", "tls-key", OPT_STR, OFF(tls_key), NULL, 0, 0, "client private key (PEM)"},
+    {"mqtt.tls.insecure", NULL, OPT_BOOL, OFF(tls_insecure), "false", 0, 0,
+     "do not verify the broker's certificate (testing only)"},
+    {"executors.max", "max-executors", OPT_INT, OFF(executors_max), "16", 1, 1024,
+     "executor processes gateway-wide"},
+    {"executors.idle_timeout_ms", "idle-timeout-ms", OPT_INT, OFF(idle_timeout_ms), "60000", 0,
+     INT_MAX, "stop an executor idle this long (0: never); the next event is a cold start"},
+    {"executors.queue_max", NULL, OPT_INT, OFF(queue_max), "10000", 1, 10000000,
+     "events waiting per function before new ones are dropped"},
+    {"events.max_payload_kb", NULL, OPT_INT, OFF(max_payload_kb), "1024", 1, 65536,
+     "largest accepted payload; larger messages are logged and dropped"},
+    {"shutdown_timeout_ms", "shutdown-timeout-ms", OPT_INT, OFF(shutdown_timeout_ms), "10000", 0,
+     600000, "on SIGTERM, how long in-flight and queued events may take to finish"},
+};
+
+static const struct opt *find_key(const char *key)
+{
+    for (size_t i = 0; i < WISP_ARRAY_LEN(opts); i++) {
+        if (strcmp(opts[i].key, key) == 0)
+            return &opts[i];
+    }
+    return NULL;
+}
+
+static const struct opt *find_flag(const char *flag)
+{
+    for (size_t i = 0; i < WISP_ARRAY_LEN(opts); i++) {
+        if (opts[i].flag && strcmp(opts[i].flag, flag) == 0)
+            return &opts[i];
+    }
+    return NULL;
+}
+
+bool wisp_config_is_flag(const char *flag)
+{
+    return find_flag(flag) != NULL;
+}
+
+static int apply(struct wisp_config *c, const struct opt *o, const char *value, const char *where,
+                 char *err, size_t errlen)
+{
+    char *base = (char *)c;
+    switch (o->type) {
+    case OPT_STR: {
+        char **slot = (char **)(void *)(base + o->offset);
+        char *v = wisp_strndup(value, strlen(value));
+        if (!v)
+            return -ENOMEM;
+        free(*slot);
+        *slot = v;
+        return 0;
+    }
+    case OPT_INT: {
+        int64_t v;
+        if (wisp_parse_i64(value, o->min, o->max, &v) != 0)
+            return wisp_errf(err, errlen, -EINVAL, "%s%s: must be a whole number from %ld to %ld, got \"%s\"",
+                             where, o->key, o->min, o->max, value);
+        *(int *)(void *)(base + o->offset) = (int)v;
+        return 0;
+    }
+    case OPT_BOOL:
+        if (strcmp(value, "true") != 0 && strcmp(value, "false") != 0)
+            return wisp_errf(err, errlen, -EINVAL, "%s%s: must be true or false, got \"%s\"", where,
+                             o->key, value);
+        *(bool *)(void *)(base + o->offset) = value[0] == 't';
+        return 0;
+    }
+    return -EINVAL;
+}
+
+void wisp_config_defaults(struct wisp_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < WISP_ARRAY_LEN(opts); i++) {
+        if (opts[i].def)
+            (void)apply(c, &opts[i], opts[i].def, "", NULL, 0);
+    }
+}
+
+void wisp_config_fini(struct wisp_config *c)
+{
+    for (size_t i = 0; i < WISP_ARRAY_LEN(opts); i++) {
+        if (opts[i].type == OPT_STR) {
+            char **slot = (char **)(void *)((char *)c + opts[i].offset);
+            free(*slot);
+            *slot = NULL;
+        }
+    }
+}
+
+int wisp_config_set(struct wisp_config *c, const char *key, const char *value, char *err,
+                    size_t errlen)
+{
+    const struct opt *o = find_flag(key);
+    if (!o)
+        o = find_key(key);
+    if (!o)
+        return wisp_errf(err, errlen, -EINVAL, "unknown setting \"%s\"", key);
+    return apply(c, o, value, "", err, errlen);
+}
+
+/* Walks a JSON object, turning leaves into dotted keys. */
+static int load_obj(struct wisp_config *c, const cJSON *obj, const char *prefix, const char *path,
+                    char *err, size_t errlen)
+{
+    for (const cJSON *it = obj->child; it; it = it->next) {
+        char key[128];
+        snprintf(key, sizeof(key), "%s%s%s", prefix, *prefix ? "." : "", it->string);
+        if (cJSON_IsObject(it)) {
+            int rc = load_obj(c, it, key, path, err, errlen);
+            if (rc)
+                return rc;
+            continue;
+        }
+        const struct opt *o = find_key(key);
+        if (!o)
+            return wisp_errf(err, errlen, -EINVAL, "%s:%s: unknown setting (see wispd --help)",
+                             path, key);
+        char text[64];
+        const char *value = NULL;
+        if (o->type == OPT_STR && cJSON_IsString(it)) {
+            value = it->valuestring;
+        } else if (o->type == OPT_BOOL && cJSON_IsBool(it)) {
+            value = cJSON_IsTrue(it) ? "true" : "false";
+        } else if (o->type == OPT_INT && cJSON_IsNumber(it) && it->valuedouble == (double)(long)it->valuedouble) {
+            snprintf(text, sizeof(text), "%ld", (long)it->valuedouble);
+            value = text;
+        } else {
+            static const char *const names[] = {"a string", "a whole number", "true or false"};
+            return wisp_errf(err, errlen, -EINVAL, "%s:%s: must be %s", path, key, names[o->type]);
+        }
+        char where[512];
+        snprintf(where, sizeof(where), "%s:", path);
+        int rc = apply(c, o, value, where, err, errlen);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int wisp_config_load_file(struct wisp_config *c, const char *path, char *err, size_t errlen)
+{
+    char *text = NULL;
+    size_t len = 0;
+    int rc = wisp_read_file(path, 1024 * 1024, &text, &len);
+    if (rc)
+        return wisp_errf(err, errlen, rc, "%s: cannot read: %s", path, strerror(-rc));
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root || !cJSON_IsObject(root)) {
+        size_t off = end && end >= text ? (size_t)(end - text) : 0, line = 1;
+        for (size_t i = 0; i < off && i < len; i++)
+            line += text[i] == '\n';
+        rc = wisp_errf(err, errlen, -EINVAL, "%s:%zu: %s", path, line,
+                       root ? "the config must be a JSON object" : "invalid JSON");
+    } else {
+        rc = load_obj(c, root, "", path, err, errlen);
+    }
+    cJSON_Delete(root);
+    free(text);
+    return rc;
+}
+
+int wisp_config_finish(struct wisp_config *c, char *err, size_t errlen)
+{
+    if (c->mqtt_version != 3 && c->mqtt_version != 5)
+        return wisp_errf(err, errlen, -EINVAL, "mqtt.version: must be 3 or 5, got %d",
+                         c->mqtt_version);
+    if (wisp_log_level_parse(c->log_level) < 0)
+        return wisp_errf(err, errlen, -EINVAL,
+                         "log_level: must be debug, info, warn or error, got \"%s\"", c->log_level);
+    if (c->reconnect_min_ms > c->reconnect_max_ms)
+        return wisp_errf(err, errlen, -EINVAL,
+                         "mqtt.reconnect_min_ms: must not exceed mqtt.reconnect_max_ms");
+    if (!c->device) {
+        char host[256] = "gateway";
+        if (gethostname(host, sizeof(host) - 1) != 0)
+            snprintf(host, sizeof(host), "gateway");
+        c->device = wisp_strndup(host, strlen(host));
+    }
+    if (!c->client_id) {
+        size_t n = strlen(c->device) + 6;
+        c->client_id = malloc(n);
+        if (c->client_id)
+            snprintf(c->client_id, n, "wisp-%s", c->device);
+    }
+    if (!c->device || !c->client_id)
+        return -ENOMEM;
+    if (!c->functions)
+        return wisp_errf(err, errlen, -EINVAL, "functions: required (--functions DIR)");
+    return 0;
+}
+
+void wisp_config_print_help(FILE *out)
+{
+    fprintf(out, "Settings (config file key, flag, default):\n");
+    for (size_t i = 0; i < WISP_ARRAY_LEN(opts); i++) {
+        const struct opt *o = &opts[i];
+        char flag[40] = "";
+        if (o->flag)
+            snprintf(flag, sizeof(flag), "--%s", o->flag);
+        fprintf(out, "  %-27s %-22s %-10s %s\n", o->key, flag, o->def ? o->def : "-", o->help);
+    }
+}

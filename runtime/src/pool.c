@@ -1,1 +1,594 @@
-/* placeholder until the module lands */
+#define WISP_LOG_MODULE "pool"
+#include "pool.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "pool_internal.h"
+#include "topic.h"
+#include "util.h"
+
+static void blob_free(struct blob *b)
+{
+    free(b->subject);
+    free(b->payload);
+    free(b);
+}
+
+static void blob_unref(struct blob *b)
+{
+    if (b && --b->refs == 0)
+        blob_free(b);
+}
+
+void wisp_pev_free(struct pev *ev)
+{
+    if (!ev)
+        return;
+    blob_unref(ev->blob);
+    free(ev);
+}
+
+struct pev *wisp_fn_pop(struct fn *fn)
+{
+    struct pev *ev = fn->qhead;
+    if (!ev)
+        return NULL;
+    fn->qhead = ev->next;
+    if (!fn->qhead)
+        fn->qtail = NULL;
+    fn->qlen--;
+    fn->st.queued = fn->qlen;
+    ev->next = NULL;
+    return ev;
+}
+
+static void fn_push(struct fn *fn, struct pev *ev)
+{
+    ev->next = NULL;
+    if (fn->qtail)
+        fn->qtail->next = ev;
+    else
+        fn->qhead = ev;
+    fn->qtail = ev;
+    fn->qlen++;
+    fn->st.queued = fn->qlen;
+}
+
+static void fn_push_front(struct fn *fn, struct pev *ev)
+{
+    ev->next = fn->qhead;
+    fn->qhead = ev;
+    if (!fn->qtail)
+        fn->qtail = ev;
+    fn->qlen++;
+    fn->st.queued = fn->qlen;
+}
+
+int wisp_pool_create(struct wisp_loop *loop, const struct wisp_pool_config *cfg,
+                     const struct wisp_pool_hooks *hooks, struct wisp_pool **out)
+{
+    struct wisp_pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return -ENOMEM;
+    p->loop = loop;
+    p->cfg = *cfg;
+    if (p->cfg.max_executors == 0)
+        p->cfg.max_executors = 1;
+    p->hooks = *hooks;
+    wisp_buf_init(&p->wb);
+    uint64_t r = 0;
+    if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+        r = wisp_real_ns() ^ ((uint64_t)getpid() << 32);
+    snprintf(p->boot, sizeof(p->boot), "%016llx", (unsigned long long)r);
+    *out = p;
+    return 0;
+}
+
+static void fn_free(struct fn *fn)
+{
+    struct pev *ev;
+    while ((ev = wisp_fn_pop(fn)))
+        wisp_pev_free(ev);
+    while ((ev = fn->delayed)) {
+        fn->delayed = ev->next;
+        wisp_pev_free(ev);
+    }
+    wisp_fnspec_destroy(fn->spec);
+    free(fn);
+}
+
+void wisp_pool_destroy(struct wisp_pool *p)
+{
+    if (!p)
+        return;
+    while (p->exes)
+        wisp_exe_stop(p->exes, true, WISP_OUTCOME_REJECTED, NULL);
+    while (p->fns) {
+        struct fn *fn = p->fns;
+        p->fns = fn->next;
+        fn_free(fn);
+    }
+    wisp_buf_fini(&p->wb);
+    free(p);
+}
+
+/* Frees a retired function once nothing refers to it any more. */
+void wisp_pool_fn_maybe_free(struct wisp_pool *p, struct fn *fn)
+{
+    if (!fn->retired || fn->n_exec || fn->qhead || fn->delayed)
+        return;
+    for (struct fn **pp = &p->fns; *pp; pp = &(*pp)->next) {
+        if (*pp == fn) {
+            *pp = fn->next;
+            break;
+        }
+    }
+    log_debug("released %s@%s", fn->spec->name, fn->spec->version);
+    fn_free(fn);
+}
+
+static struct fn *find_active(struct wisp_pool *p, const char *name)
+{
+    for (struct fn *fn = p->fns; fn; fn = fn->next) {
+        if (!fn->retired && strcmp(fn->spec->name, name) == 0)
+            return fn;
+    }
+    return NULL;
+}
+
+static void retire(struct wisp_pool *p, struct fn *old, struct fn *successor)
+{
+    old->retired = true;
+    if (successor) {
+        /* Events not yet started run on the new version, in their order. */
+        struct pev *ev;
+        while ((ev = wisp_fn_pop(old)))
+            fn_push(successor, ev);
+        while ((ev = old->delayed)) {
+            old->delayed = ev->next;
+            ev->next = successor->delayed;
+            successor->delayed = ev;
+        }
+    }
+    struct exe *e = p->exes;
+    while (e) {
+        struct exe *next = e->next;
+        if (e->fn == old && e->state != EXE_BUSY && !(e->state == EXE_LOADING && old->qhead))
+            wisp_exe_stop(e, false, WISP_OUTCOME_OK, NULL);
+        e = next;
+    }
+}
+
+void wisp_pool_set_functions(struct wisp_pool *p, struct wisp_fnspec **specs, size_t n)
+{
+    /* Active functions absent from the new set are removed first, while
+     * every spec in the new set is still alive to compare names with. */
+    for (struct fn *fn = p->fns; fn; fn = fn->next) {
+        if (fn->retired)
+            continue;
+        bool present = false;
+        for (size_t i = 0; i < n && !present; i++)
+            present = strcmp(fn->spec->name, specs[i]->name) == 0;
+        if (!present) {
+            log_info("%s: removed (version %s finishes what it has)", fn->spec->name,
+                     fn->spec->version);
+            retire(p, fn, NULL);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct fn *cur = find_active(p, specs[i]->name);
+        if (cur && strcmp(cur->spec->version, specs[i]->version) == 0) {
+            wisp_fnspec_destroy(specs[i]);
+            continue;
+        }
+        struct fn *fn = calloc(1, sizeof(*fn));
+        if (!fn) {
+            log_error("out of memory adding %s", specs[i]->name);
+            wisp_fnspec_destroy(specs[i]);
+            continue;
+        }
+        fn->spec = specs[i];
+        if (cur) {
+            log_info("%s: version %s replaces %s", fn->spec->name, fn->spec->version,
+                     cur->spec->version);
+            retire(p, cur, fn);
+        } else {
+            log_info("%s: loaded version %s", fn->spec->name, fn->spec->version);
+        }
+        fn->next = p->fns;
+        p->fns = fn;
+    }
+    struct fn *fn = p->fns;
+    while (fn) {
+        struct fn *next = fn->next;
+        wisp_pool_fn_maybe_free(p, fn);
+        fn = next;
+    }
+    wisp_pool_schedule(p);
+}
+
+void wisp_pool_foreach(struct wisp_pool *p, void (*cb)(void *ud, const struct wisp_fnspec *spec),
+                       void *ud)
+{
+    for (struct fn *fn = p->fns; fn; fn = fn->next) {
+        if (!fn->retired)
+            cb(ud, fn->spec);
+    }
+}
+
+void wisp_pool_schedule(struct wisp_pool *p)
+{
+    for (struct fn *fn = p->fns; fn; fn = fn->next) {
+        struct exe *e;
+        while (fn->qhead && (e = wisp_exe_find_idle(p, fn))) {
+            if (wisp_exe_dispatch(e, wisp_fn_pop(fn)) != 0)
+                continue;
+        }
+        /* Start executors for what is still waiting and not already covered
+         * by executors that are starting. */
+        size_t waiting = fn->qlen > fn->n_loading ? fn->qlen - fn->n_loading : 0;
+        while (waiting > 0 && fn->n_exec < fn->spec->concurrency) {
+            if (p->n_exec >= p->cfg.max_executors && !wisp_exe_evict_lru(p, fn))
+                break;
+            if (wisp_exe_spawn(p, fn) != 0)
+                break;
+            waiting--;
+        }
+    }
+}
+
+static struct blob *blob_new(const char *subject, const void *payload, size_t len)
+{
+    struct blob *b = calloc(1, sizeof(*b));
+    if (!b)
+        return NULL;
+    b->refs = 0;
+    b->payload = wisp_strndup(payload, len);
+    b->subject = subject ? wisp_strndup(subject, strlen(subject)) : NULL;
+    b->len = len;
+    if (!b->payload || (subject && !b->subject)) {
+        free(b->payload);
+        free(b->subject);
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+static int enqueue(struct wisp_pool *p, struct fn *fn, struct blob *b, const char *id, int qos,
+                   int retain)
+{
+    if (fn->qlen >= p->cfg.queue_max) {
+        fn->st.dropped++;
+        if (fn->st.dropped == 1 || fn->st.dropped % 1000 == 0)
+            log_warn("%s: queue full (%u events), dropped %llu so far", fn->spec->name,
+                     p->cfg.queue_max, (unsigned long long)fn->st.dropped);
+        return -ENOBUFS;
+    }
+    struct pev *ev = calloc(1, sizeof(*ev));
+    if (!ev)
+        return -ENOMEM;
+    ev->blob = b;
+    b->refs++;
+    snprintf(ev->id, sizeof(ev->id), "%s", id);
+    wisp_rfc3339(wisp_real_ns(), ev->time, sizeof(ev->time));
+    ev->qos = qos;
+    ev->retain = retain;
+    fn_push(fn, ev);
+    return 0;
+}
+
+static void next_id(struct wisp_pool *p, char *id, size_t cap)
+{
+    snprintf(id, cap, "%s-%llu", p->boot, (unsigned long long)++p->next_event);
+}
+
+static bool fn_matches(const struct fn *fn, const char *topic, size_t tlen)
+{
+    for (size_t i = 0; i < fn->spec->n_triggers; i++) {
+        const struct wisp_trigger *t = &fn->spec->triggers[i];
+        if (t->kind == &wisp_trigger_mqtt && wisp_topic_matches(t->topic, topic, tlen))
+            return true;
+    }
+    return false;
+}
+
+int wisp_pool_submit_mqtt(struct wisp_pool *p, const char *topic, const void *payload,
+                          size_t len, int qos, int retain)
+{
+    struct blob *b = NULL;
+    char id[40];
+    int matched = 0;
+    size_t tlen = strlen(topic);
+    next_id(p, id, sizeof(id));
+    for (struct fn *fn = p->fns; fn; fn = fn->next) {
+        if (fn->retired || !fn_matches(fn, topic, tlen))
+            continue;
+        if (!b && !(b = blob_new(topic, payload, len)))
+            return -ENOMEM;
+        if (enqueue(p, fn, b, id, qos, retain) == 0)
+            matched++;
+    }
+    if (b && b->refs == 0)
+        blob_free(b); /* every queue was full */
+    wisp_pool_schedule(p);
+    return matched;
+}
+
+int wisp_pool_submit_to(struct wisp_pool *p, const char *fn_name, const char *subject,
+                        const void *payload, size_t len, char *event_id)
+{
+    struct fn *fn = find_active(p, fn_name);
+    if (!fn)
+        return -ENOENT;
+    struct blob *b = blob_new(subject, payload, len);
+    if (!b)
+        return -ENOMEM;
+    next_id(p, event_id, 40);
+    int rc = enqueue(p, fn, b, event_id, 0, 0);
+    if (rc != 0)
+        blob_free(b);
+    wisp_pool_schedule(p);
+    return rc;
+}
+
+static void report(const struct fn *fn, const struct pev *ev, const struct wisp_result *res,
+                   bool cold, uint64_t init_ns)
+{
+    double ms = (double)res->duration_ns / 1e6;
+    /* Billed like Lambda: whole milliseconds, rounded up, at least 1. */
+    uint64_t billed = (res->duration_ns + 999999ULL) / 1000000ULL;
+    if (billed == 0)
+        billed = 1;
+    char init[48] = "";
+    if (cold)
+        snprintf(init, sizeof(init), " init_ms=%.3f", (double)init_ns / 1e6);
+    if (wisp_log_threshold <= WISP_LOG_INFO)
+        wisp_log_emit_fields(WISP_LOG_INFO, "report",
+                             "fn=%s version=%s id=%s outcome=%s duration_ms=%.3f billed_ms=%llu "
+                             "memory_kb=%llu memory_limit_kb=%u publishes=%zu attempt=%u cold=%d%s",
+                             fn->spec->name, fn->spec->version, ev->id,
+                             wisp_outcome_name(res->outcome), ms, (unsigned long long)billed,
+                             (unsigned long long)((res->mem_peak_bytes + 1023) / 1024),
+                             fn->spec->memory_kb, res->n_pubs, ev->attempt + 1, cold ? 1 : 0,
+                             init);
+    if (res->outcome != WISP_OUTCOME_OK && wisp_log_threshold <= WISP_LOG_ERROR) {
+        char q[4096];
+        const char *err = res->error ? res->error : "(no message)";
+        wisp_log_quote(q, sizeof(q), err, strlen(err));
+        wisp_log_emit_fields(WISP_LOG_ERROR, "fn", "fn=%s version=%s id=%s outcome=%s error=%s",
+                             fn->spec->name, fn->spec->version, ev->id,
+                             wisp_outcome_name(res->outcome), q);
+    }
+}
+
+static void count(struct fn *fn, enum wisp_outcome o)
+{
+    fn->st.invocations++;
+    switch (o) {
+    case WISP_OUTCOME_OK:
+        fn->st.ok++;
+        break;
+    case WISP_OUTCOME_TIMEOUT:
+        fn->st.timeouts++;
+        break;
+    case WISP_OUTCOME_MEMORY:
+        fn->st.memory++;
+        break;
+    case WISP_OUTCOME_CRASH:
+        fn->st.crashes++;
+        break;
+    default:
+        fn->st.errors++;
+        break;
+    }
+}
+
+/* The dead letter carries what a person needs to understand and replay the
+ * event: function, version, error, attempts and the original payload (as
+ * JSON when it was JSON, else as text, else base64). */
+static void dead_letter(struct wisp_pool *p, struct fn *fn, const struct pev *ev,
+                        const struct wisp_result *res)
+{
+    fn->st.dead_lettered++;
+    const char *topic = fn->spec->retry_dead_letter;
+    log_warn("%s: event %s failed %u time(s); %s", fn->spec->name, ev->id, ev->attempt,
+             topic ? "sent to the dead-letter topic" : "dropped (no retry.dead_letter topic)");
+    if (!topic)
+        return;
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
+        return;
+    cJSON_AddStringToObject(o, "id", ev->id);
+    cJSON_AddStringToObject(o, "function", fn->spec->name);
+    cJSON_AddStringToObject(o, "version", fn->spec->version);
+    cJSON_AddStringToObject(o, "outcome", wisp_outcome_name(res->outcome));
+    cJSON_AddStringToObject(o, "error", res->error ? res->error : "");
+    cJSON_AddNumberToObject(o, "attempts", ev->attempt);
+    cJSON_AddStringToObject(o, "time", ev->time);
+    if (ev->blob->subject)
+        cJSON_AddStringToObject(o, "subject", ev->blob->subject);
+    cJSON *data = cJSON_ParseWithLength(ev->blob->payload, ev->blob->len);
+    if (data)
+        cJSON_AddItemToObject(o, "data", data);
+    else if (wisp_utf8_valid(ev->blob->payload, ev->blob->len))
+        cJSON_AddStringToObject(o, "payload", ev->blob->payload);
+    else
+        cJSON_AddStringToObject(o, "payload_error", "payload is not UTF-8 text; not included");
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (text && p->hooks.publish(p->hooks.ud, topic, text, strlen(text), 1, 0) != 0)
+        log_error("%s: could not publish the dead letter for %s", fn->spec->name, ev->id);
+    free(text);
+}
+
+/* Takes ownership of ev. */
+void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct wisp_result *res,
+                      bool cold, uint64_t init_ns)
+{
+    count(fn, res->outcome);
+    if (res->outcome == WISP_OUTCOME_OK) {
+        for (size_t i = 0; i < res->n_pubs; i++) {
+            const struct wisp_publish *m = &res->pubs[i];
+            if (p->hooks.publish(p->hooks.ud, m->topic, m->payload, m->payload_len, m->qos,
+                                 m->retain) != 0)
+                log_error("%s: publishing to %s failed", fn->spec->name, m->topic);
+        }
+    }
+    report(fn, ev, res, cold, init_ns);
+    if (p->hooks.on_report)
+        p->hooks.on_report(p->hooks.ud, fn->spec, ev->id, res);
+    if (res->outcome == WISP_OUTCOME_OK || res->outcome == WISP_OUTCOME_REJECTED) {
+        wisp_pev_free(ev);
+        return;
+    }
+    ev->attempt++;
+    if (ev->attempt <= fn->spec->retry_max) {
+        /* Exponential backoff with +-25% jitter so retries of many events
+         * do not arrive in lockstep. */
+        uint64_t base = (uint64_t)fn->spec->retry_backoff_ms << (ev->attempt - 1 < 20 ? ev->attempt - 1 : 20);
+        uint64_t jitter = base / 2 ? (wisp_mono_ns() % (base / 2 + 1)) : 0;
+        ev->not_before = wisp_mono_ns() + (base - base / 4 + jitter) * 1000000ULL;
+        ev->next = fn->delayed;
+        fn->delayed = ev;
+        fn->st.retries++;
+        return;
+    }
+    if (fn->spec->retry_max > 0 || fn->spec->retry_dead_letter)
+        dead_letter(p, fn, ev, res);
+    wisp_pev_free(ev);
+}
+
+/* Moves due retries to the front of their queues (they were accepted before
+ * anything now waiting) and reports the earliest still pending. */
+static void due_retries(struct wisp_pool *p, uint64_t now, uint64_t *next)
+{
+    for (struct fn *fn = p->fns; fn; fn = fn->next) {
+        struct pev **pp = &fn->delayed;
+        while (*pp) {
+            struct pev *ev = *pp;
+            if (ev->not_before <= now) {
+                *pp = ev->next;
+                fn_push_front(fn, ev);
+            } else {
+                if (*next == 0 || ev->not_before < *next)
+                    *next = ev->not_before;
+                pp = &ev->next;
+            }
+        }
+    }
+}
+
+int wisp_pool_next_timeout_ms(const struct wisp_pool *p, uint64_t now)
+{
+    uint64_t next = 0;
+    for (const struct exe *e = p->exes; e; e = e->next) {
+        uint64_t d = 0;
+        if (e->state != EXE_IDLE)
+            d = e->deadline_ns;
+        else if (p->cfg.idle_timeout_ms)
+            d = e->idle_since_ns + p->cfg.idle_timeout_ms * 1000000ULL;
+        if (d && (next == 0 || d < next))
+            next = d;
+    }
+    for (const struct fn *fn = p->fns; fn; fn = fn->next) {
+        for (const struct pev *ev = fn->delayed; ev; ev = ev->next) {
+            if (next == 0 || ev->not_before < next)
+                next = ev->not_before;
+        }
+    }
+    if (next == 0)
+        return -1;
+    if (next <= now)
+        return 0;
+    uint64_t ms = (next - now + 999999ULL) / 1000000ULL;
+    return ms > 60000 ? 60000 : (int)ms;
+}
+
+void wisp_pool_tick(struct wisp_pool *p, uint64_t now)
+{
+    uint64_t next = 0;
+    wisp_exe_tick(p, now, &next);
+    due_retries(p, now, &next);
+    wisp_pool_schedule(p);
+}
+
+bool wisp_pool_idle(const struct wisp_pool *p)
+{
+    if (p->exes) {
+        for (const struct exe *e = p->exes; e; e = e->next) {
+            if (e->state != EXE_IDLE)
+                return false;
+        }
+    }
+    for (const struct fn *fn = p->fns; fn; fn = fn->next) {
+        if (fn->qhead || fn->delayed)
+            return false;
+    }
+    return true;
+}
+
+size_t wisp_pool_abandon(struct wisp_pool *p)
+{
+    size_t n = 0;
+    for (struct fn *fn = p->fns; fn; fn = fn->next) {
+        struct pev *ev;
+        while ((ev = wisp_fn_pop(fn))) {
+            wisp_pev_free(ev);
+            n++;
+        }
+        while ((ev = fn->delayed)) {
+            fn->delayed = ev->next;
+            wisp_pev_free(ev);
+            n++;
+        }
+    }
+    struct exe *e = p->exes;
+    while (e) {
+        struct exe *next = e->next;
+        if (e->state == EXE_BUSY)
+            n++;
+        if (e->state != EXE_IDLE)
+            wisp_exe_stop(e, true, WISP_OUTCOME_REJECTED, "abandoned at shutdown");
+        e = next;
+    }
+    return n;
+}
+
+int wisp_pool_stats(const struct wisp_pool *p, const char *fn_name, struct wisp_fn_stats *out)
+{
+    for (const struct fn *fn = p->fns; fn; fn = fn->next) {
+        if (!fn->retired && strcmp(fn->spec->name, fn_name) == 0) {
+            *out = fn->st;
+            out->running = fn->n_busy;
+            return 0;
+        }
+    }
+    return -ENOENT;
+}
+
+void wisp_pool_log_stats(const struct wisp_pool *p)
+{
+    for (const struct fn *fn = p->fns; fn; fn = fn->next) {
+        const struct wisp_fn_stats *s = &fn->st;
+        wisp_log_emit_fields(
+            WISP_LOG_INFO, "stats",
+            "fn=%s version=%s invocations=%llu ok=%llu errors=%llu timeouts=%llu memory=%llu "
+            "crashes=%llu cold_starts=%llu retries=%llu dead_lettered=%llu dropped=%llu "
+            "queued=%zu executors=%u",
+            fn->spec->name, fn->spec->version, (unsigned long long)s->invocations,
+            (unsigned long long)s->ok, (unsigned long long)s->errors,
+            (unsigned long long)s->timeouts, (unsigned long long)s->memory,
+            (unsigned long long)s->crashes, (unsigned long long)s->cold_starts,
+            (unsigned long long)s->retries, (unsigned long long)s->dead_lettered,
+            (unsigned long long)s->dropped, fn->qlen, fn->n_exec);
+    }
+}

@@ -1,1 +1,313 @@
-/* placeholder until the module lands */
+#define WISP_LOG_MODULE "supervisor"
+#include "supervisor.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "mqtt.h"
+#include "pool.h"
+#include "registry.h"
+#include "subs.h"
+#include "util.h"
+#include "zygote.h"
+
+struct sup {
+    const struct wisp_config *cfg;
+    struct wisp_loop *loop;
+    struct wisp_zygote zygote;
+    struct wisp_pool *pool;
+    struct wisp_mqtt *mqtt;
+    int sigfd;
+    struct wisp_watch *sigw, *mqttw;
+    bool draining, stop, ready;
+    uint64_t started_ns, drain_deadline_ns;
+    uint64_t oversize, unmatched;
+};
+
+static int publish_hook(void *ud, const char *topic, const void *payload, size_t len, int qos,
+                        int retain)
+{
+    struct sup *s = ud;
+    return wisp_mqtt_publish(s->mqtt, topic, payload, len, qos, retain);
+}
+
+static int make_data_dir(const char *dir, char *err, size_t errlen)
+{
+    char *copy = wisp_strndup(dir, strlen(dir));
+    if (!copy)
+        return -ENOMEM;
+    /* mkdir -p, then check that we can write there. */
+    for (char *p = copy + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            (void)mkdir(copy, 0750);
+            *p = '/';
+        }
+    }
+    int rc = 0;
+    if (mkdir(copy, 0750) != 0 && errno != EEXIST)
+        rc = wisp_errf(err, errlen, -errno, "data: cannot create %s: %s", dir, strerror(errno));
+    else if (access(copy, W_OK | X_OK) != 0)
+        rc = wisp_errf(err, errlen, -errno, "data: %s is not writable: %s", dir, strerror(errno));
+    free(copy);
+    return rc;
+}
+
+static void update_subscriptions(struct sup *s)
+{
+    struct wisp_subs subs;
+    wisp_subs_init(&subs);
+    wisp_pool_foreach(s->pool, wisp_subs_add_spec, &subs);
+    wisp_subs_reduce(&subs);
+    if (wisp_mqtt_set_subscriptions(s->mqtt, (const char *const *)subs.filters, subs.qos,
+                                    subs.n) != 0)
+        log_error("could not update subscriptions");
+    for (size_t i = 0; i < subs.n; i++)
+        log_debug("subscription %s qos %d", subs.filters[i], subs.qos[i]);
+    wisp_subs_fini(&subs);
+}
+
+static int load_functions(struct sup *s, bool initial)
+{
+    struct wisp_registry_scan scan;
+    char err[1024];
+    int rc = wisp_registry_scan(s->cfg->functions, &scan, err, sizeof(err));
+    if (rc) {
+        log_error("%s", err);
+        return rc;
+    }
+    log_info("%s %s: %zu function(s) loaded, %zu rejected", initial ? "loaded" : "reloaded",
+             s->cfg->functions, scan.n, scan.n_rejected);
+    wisp_pool_set_functions(s->pool, scan.specs, scan.n);
+    free(scan.specs); /* the specs themselves now belong to the pool */
+    return 0;
+}
+
+static void on_mqtt(void *ud, int fd, uint32_t events)
+{
+    struct sup *s = ud;
+    (void)fd;
+    (void)events;
+    struct wisp_mqtt_msg *chain = wisp_mqtt_take(s->mqtt);
+    size_t max_payload = (size_t)s->cfg->max_payload_kb * 1024u;
+    for (struct wisp_mqtt_msg *m = chain; m; m = m->next) {
+        if (m->kind == WISP_MQTT_CONNECTED) {
+            if (!s->ready)
+                log_info("ready: connected to %s %.1f ms after start", s->cfg->broker,
+                         (double)(wisp_mono_ns() - s->started_ns) / 1e6);
+            else
+                log_info("connected to %s again", s->cfg->broker);
+            s->ready = true;
+        } else if (m->kind == WISP_MQTT_LOST) {
+            log_warn("broker %s unreachable: %s; retrying", s->cfg->broker,
+                     m->reason ? m->reason : "connection lost");
+        } else if (m->payload_len > max_payload) {
+            if (s->oversize++ % 100 == 0)
+                log_warn("dropped a %zu-byte message on %s: larger than events.max_payload_kb "
+                         "(%d KiB); %llu dropped so far",
+                         m->payload_len, m->topic, s->cfg->max_payload_kb,
+                         (unsigned long long)s->oversize);
+        } else if (wisp_pool_submit_mqtt(s->pool, m->topic, m->payload, m->payload_len, m->qos,
+                                         m->retain) == 0) {
+            s->unmatched++;
+        }
+    }
+    wisp_mqtt_msg_free(chain);
+}
+
+static void begin_drain(struct sup *s, const char *why)
+{
+    if (s->draining)
+        return;
+    s->draining = true;
+    s->drain_deadline_ns = wisp_mono_ns() + (uint64_t)s->cfg->shutdown_timeout_ms * 1000000ULL;
+    log_info("%s: draining (at most %d ms)", why, s->cfg->shutdown_timeout_ms);
+    wisp_mqtt_stop_intake(s->mqtt);
+}
+
+static void reap_children(struct sup *s)
+{
+    int status;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        if (pid == s->zygote.pid && !s->stop)
+            log_warn("zygote %d exited (status %d); a new one starts with the next executor",
+                     (int)pid, status);
+    }
+}
+
+static void on_signal(void *ud, int fd, uint32_t events)
+{
+    struct sup *s = ud;
+    struct signalfd_siginfo si;
+    (void)events;
+    while (read(fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        switch (si.ssi_signo) {
+        case SIGTERM:
+        case SIGINT:
+            begin_drain(s, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+            break;
+        case SIGHUP:
+            if (!s->draining && load_functions(s, false) == 0)
+                update_subscriptions(s);
+            break;
+        case SIGUSR1:
+            wisp_pool_log_stats(s->pool);
+            break;
+        case SIGCHLD:
+            reap_children(s);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+static int setup_signals(struct sup *s)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGCHLD);
+    /* Blocked in every thread (Paho's inherit this mask), read via signalfd. */
+    if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
+        return -errno;
+    signal(SIGPIPE, SIG_IGN);
+    s->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    return s->sigfd < 0 ? -errno : 0;
+}
+
+static int start_mqtt(struct sup *s)
+{
+    const struct wisp_config *c = s->cfg;
+    struct wisp_mqtt_config mc = {
+        .uri = c->broker,
+        .client_id = c->client_id,
+        .username = c->username,
+        .password = c->password,
+        .version = c->mqtt_version,
+        .keepalive_s = c->keepalive_s,
+        .clean_start = c->clean_start,
+        .tls_ca = c->tls_ca,
+        .tls_cert = c->tls_cert,
+        .tls_key = c->tls_key,
+        .tls_insecure = c->tls_insecure,
+        .reconnect_min_ms = c->reconnect_min_ms,
+        .reconnect_max_ms = c->reconnect_max_ms,
+        .max_buffered = c->max_buffered,
+        .max_queued = (size_t)c->queue_max,
+    };
+    char err[512];
+    int rc = wisp_mqtt_create(&mc, &s->mqtt, err, sizeof(err));
+    if (rc) {
+        log_error("%s", err);
+        return rc;
+    }
+    s->mqttw = wisp_loop_add(s->loop, wisp_mqtt_fd(s->mqtt), EPOLLIN, on_mqtt, s);
+    if (!s->mqttw)
+        return -errno;
+    update_subscriptions(s);
+    return wisp_mqtt_start(s->mqtt);
+}
+
+static int next_timeout(struct sup *s, uint64_t now)
+{
+    int t = wisp_pool_next_timeout_ms(s->pool, now);
+    int m = wisp_mqtt_tick(s->mqtt, now);
+    if (m >= 0 && (t < 0 || m < t))
+        t = m;
+    if (s->draining && (t < 0 || t > 20))
+        t = 20; /* poll drain progress (Paho completes deliveries on its threads) */
+    return t;
+}
+
+static void run_loop(struct sup *s)
+{
+    while (!s->stop) {
+        uint64_t now = wisp_mono_ns();
+        int rc = wisp_loop_run_once(s->loop, next_timeout(s, now));
+        if (rc < 0) {
+            log_error("event loop failed: %s", strerror(-rc));
+            break;
+        }
+        now = wisp_mono_ns();
+        wisp_pool_tick(s->pool, now);
+        if (!s->draining)
+            continue;
+        if (wisp_pool_idle(s->pool) && wisp_mqtt_pending(s->mqtt) == 0) {
+            log_info("drained: all accepted events finished and their messages sent");
+            s->stop = true;
+        } else if (now >= s->drain_deadline_ns) {
+            size_t n = wisp_pool_abandon(s->pool);
+            log_warn("shutdown_timeout_ms reached: %zu event(s) abandoned, %zu message(s) unsent",
+                     n, wisp_mqtt_pending(s->mqtt));
+            s->stop = true;
+        }
+    }
+}
+
+int wisp_supervisor_run(const struct wisp_config *cfg)
+{
+    struct sup s = {.cfg = cfg, .sigfd = -1, .zygote = {.pid = -1, .sock = -1}};
+    char err[512];
+    int code = 1;
+    s.started_ns = wisp_mono_ns();
+    if (make_data_dir(cfg->data, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        return 1;
+    }
+    if (setup_signals(&s) != 0 || wisp_zygote_start(&s.zygote) != 0 ||
+        wisp_loop_create(&s.loop) != 0) {
+        log_error("cannot set up the process: %s", strerror(errno));
+        goto out;
+    }
+    struct wisp_pool_config pc = {
+        .max_executors = (unsigned)cfg->executors_max,
+        .idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms,
+        .queue_max = (unsigned)cfg->queue_max,
+        .device = cfg->device,
+    };
+    struct wisp_pool_hooks hooks = {
+        .spawn = wisp_zygote_spawn,
+        .spawn_ud = &s.zygote,
+        .publish = publish_hook,
+        .ud = &s,
+    };
+    if (wisp_pool_create(s.loop, &pc, &hooks, &s.pool) != 0 ||
+        !(s.sigw = wisp_loop_add(s.loop, s.sigfd, EPOLLIN, on_signal, &s)))
+        goto out;
+    if (load_functions(&s, true) != 0 || start_mqtt(&s) != 0)
+        goto out;
+    log_info("wispd %s started: device %s, functions %s, broker %s", WISP_VERSION, cfg->device,
+             cfg->functions, cfg->broker);
+    run_loop(&s);
+    code = 0;
+out:
+    s.stop = true;
+    if (s.pool)
+        wisp_pool_log_stats(s.pool);
+    if (s.loop) {
+        wisp_loop_remove(s.loop, s.mqttw);
+        wisp_loop_remove(s.loop, s.sigw);
+    }
+    wisp_mqtt_destroy(s.mqtt, 2000);
+    wisp_pool_destroy(s.pool);
+    wisp_zygote_stop(&s.zygote);
+    wisp_loop_destroy(s.loop);
+    if (s.sigfd >= 0)
+        close(s.sigfd);
+    log_info("stopped");
+    return code;
+}

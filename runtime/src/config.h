@@ -1,0 +1,65 @@
+/*
+ * wispd's settings. One table (config.c) drives everything: the JSON config
+ * file's keys, command-line flags, defaults, validation and the help text,
+ * so a setting is added in one place.
+ */
+#ifndef WISP_CONFIG_H
+#define WISP_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+struct wisp_config {
+    char *functions; /* folder of function folders */
+    char *broker;    /* MQTT URI */
+    char *data;      /* data directory */
+    char *device;    /* device id; default: the host name */
+    char *log_level;
+    /* mqtt */
+    char *client_id; /* default "wisp-<device>" */
+    int mqtt_version;
+    int keepalive_s;
+    bool clean_start;
+    char *username;
+    char *password;
+    int reconnect_min_ms;
+    int reconnect_max_ms;
+    int max_buffered;
+    char *tls_ca;
+    char *tls_cert;
+    char *tls_key;
+    bool tls_insecure;
+    /* executors */
+    int executors_max;
+    int idle_timeout_ms;
+    int queue_max;
+    /* events */
+    int max_payload_kb;
+    int shutdown_timeout_ms;
+};
+
+/* Fills every field with its default. */
+void wisp_config_defaults(struct wisp_config *c);
+/* Frees the strings; the struct itself is the caller's. */
+void wisp_config_fini(struct wisp_config *c);
+
+/* Applies a JSON config file. Unknown keys and bad values are errors:
+ * "<path>:<key>: <message>". Returns 0 or a negative errno. */
+int wisp_config_load_file(struct wisp_config *c, const char *path, char *err, size_t errlen);
+
+/* Applies one setting by its flag name ("broker", "log-level") or dotted
+ * key ("mqtt.version"). */
+int wisp_config_set(struct wisp_config *c, const char *key, const char *value, char *err,
+                    size_t errlen);
+
+/* True when `flag` (without dashes) names a setting that takes a value. */
+bool wisp_config_is_flag(const char *flag);
+
+/* Checks cross-field rules and fills derived defaults (client_id). */
+int wisp_config_finish(struct wisp_config *c, char *err, size_t errlen);
+
+/* Prints the reference of every setting: key, flag, default, meaning. */
+void wisp_config_print_help(FILE *out);
+
+#endif

@@ -1,0 +1,92 @@
+/* Pool internals shared by pool.c (functions, queues, scheduling) and
+ * pool_exec.c (executor processes and their sockets). Not a public API. */
+#ifndef WISP_POOL_INTERNAL_H
+#define WISP_POOL_INTERNAL_H
+
+#include <sys/types.h>
+
+#include "ipc.h"
+#include "pool.h"
+
+/* One payload, shared by the events of every function it was queued for. */
+struct blob {
+    unsigned refs;
+    char *subject; /* NULL when not from MQTT */
+    char *payload;
+    size_t len;
+};
+
+/* An accepted event waiting for, or in, an executor. */
+struct pev {
+    struct pev *next;
+    struct blob *blob;
+    char id[40];
+    char time[32];
+    int qos;
+    int retain;
+    unsigned attempt;      /* failed attempts so far */
+    uint64_t not_before;   /* retry backoff (monotonic ns) */
+};
+
+struct fn {
+    struct fn *next;
+    struct wisp_fnspec *spec;
+    bool retired;
+    struct pev *qhead, *qtail;
+    size_t qlen;
+    struct pev *delayed; /* waiting for a retry */
+    unsigned n_exec, n_loading, n_busy;
+    struct wisp_fn_stats st;
+};
+
+enum exe_state { EXE_LOADING, EXE_IDLE, EXE_BUSY };
+
+struct exe {
+    struct exe *next;
+    struct wisp_pool *pool;
+    struct fn *fn;
+    pid_t pid;
+    int fd;
+    struct wisp_watch *watch;
+    enum exe_state state;
+    struct pev *cur;
+    uint64_t seq;
+    uint64_t started_ns, deadline_ns, idle_since_ns;
+    bool cold;        /* the next result is this executor's first */
+    uint64_t init_ns; /* instance creation time, reported on the cold start */
+    struct wisp_buf rb;
+};
+
+struct wisp_pool {
+    struct wisp_loop *loop;
+    struct wisp_pool_config cfg;
+    struct wisp_pool_hooks hooks;
+    struct fn *fns;
+    struct exe *exes;
+    unsigned n_exec;
+    uint64_t next_seq;
+    uint64_t next_event;
+    char boot[17]; /* random per process, makes event ids unique across restarts */
+    struct wisp_buf wb;
+};
+
+/* pool.c */
+void wisp_pool_schedule(struct wisp_pool *p);
+void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct wisp_result *res,
+                      bool cold, uint64_t init_ns);
+void wisp_pool_fn_maybe_free(struct wisp_pool *p, struct fn *fn);
+void wisp_pev_free(struct pev *ev);
+struct pev *wisp_fn_pop(struct fn *fn);
+
+/* pool_exec.c */
+int wisp_exe_spawn(struct wisp_pool *p, struct fn *fn);
+int wisp_exe_dispatch(struct exe *e, struct pev *ev);
+/* Stops an executor: closes its socket (it exits) after killing it when
+ * kill_it. An event in flight is finished with outcome/msg. */
+void wisp_exe_stop(struct exe *e, bool kill_it, enum wisp_outcome outcome, const char *msg);
+struct exe *wisp_exe_find_idle(struct wisp_pool *p, const struct fn *fn);
+/* Evicts the least recently used idle executor not serving `fn`. */
+bool wisp_exe_evict_lru(struct wisp_pool *p, const struct fn *fn);
+void wisp_exe_tick(struct wisp_pool *p, uint64_t now, uint64_t *next_deadline);
+
+#endif
