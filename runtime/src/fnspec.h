@@ -2,7 +2,7 @@
  * A function's specification: the parsed, validated function.json of one
  * function folder. Parsing is strict: unknown keys and bad values are errors
  * reported as "<origin>:<field>: <message>", e.g.
- *   examples/temp-alert/function.json:limits.timeout_ms: must be an integer from 1 to 900000, got 0
+ *   examples/x/function.json:limits.timeout_ms: must be a whole number from 1 to 900000, got 0
  *
  * Trigger kinds are ops structs registered by name (trigger_mqtt.c is "mqtt");
  * adding a kind is one file plus one line in the table in fnspec.c.
@@ -35,7 +35,9 @@ struct wisp_trigger_kind {
     const char *name;
     /* Parses the trigger object `obj` (its "type" already checked) into t.
      * `field` is the path prefix for errors, e.g. "triggers[0]". On error
-     * writes "<field>.<key>: <message>" into err and returns -EINVAL. */
+     * writes "<field>.<key>: <message>" into err and returns -EINVAL (or
+     * -ENOMEM), leaving nothing in t to free: fini is called only on
+     * triggers that parsed. Unknown keys (other than "type") are errors. */
     int (*parse)(const struct cJSON *obj, const char *field, struct wisp_trigger *t, char *err,
                  size_t errlen);
     void (*fini)(struct wisp_trigger *t);
@@ -52,20 +54,26 @@ struct wisp_env_var {
 };
 
 /* Defaults and ranges, documented in README's function.json reference. */
-#define WISP_DEFAULT_MEMORY_KB    1024u
-#define WISP_MIN_MEMORY_KB        64u
-#define WISP_MAX_MEMORY_KB        262144u
-#define WISP_DEFAULT_TIMEOUT_MS   1000u
-#define WISP_MAX_TIMEOUT_MS       900000u
-#define WISP_DEFAULT_CONCURRENCY  1u
-#define WISP_MAX_CONCURRENCY      64u
-#define WISP_DEFAULT_RETRY_MAX    0u
-#define WISP_MAX_RETRY_MAX        100u
-#define WISP_DEFAULT_BACKOFF_MS   100u
-#define WISP_MAX_TRIGGERS         64u
-#define WISP_MAX_ENV              128u
-#define WISP_MAX_NAME_LEN         64u
-#define WISP_MAX_SPEC_BYTES       (256u * 1024u)
+#define WISP_DEFAULT_MEMORY_KB   1024u
+#define WISP_MIN_MEMORY_KB       64u
+#define WISP_MAX_MEMORY_KB       262144u
+#define WISP_DEFAULT_TIMEOUT_MS  1000u
+#define WISP_MAX_TIMEOUT_MS      900000u
+#define WISP_DEFAULT_CONCURRENCY 1u
+#define WISP_MAX_CONCURRENCY     64u
+#define WISP_DEFAULT_RETRY_MAX   0u
+#define WISP_MAX_RETRY_MAX       100u
+#define WISP_DEFAULT_BACKOFF_MS  100u
+#define WISP_MAX_TRIGGERS        64u
+#define WISP_MAX_ENV             128u
+#define WISP_MAX_NAME_LEN        64u
+#define WISP_MAX_SPEC_BYTES      (256u * 1024u)
+#define WISP_MAX_BACKOFF_MS      3600000u
+#define WISP_MAX_DESCRIPTION     1024u /* bytes */
+#define WISP_MAX_VERSION_LEN     64u
+#define WISP_MAX_HANDLER_LEN     1024u /* bytes of the relative path */
+#define WISP_MAX_ENV_KEY_LEN     128u
+#define WISP_MAX_ENV_VALUE       4096u /* bytes */
 
 struct wisp_fnspec {
     char *dir;         /* the function folder as given */
@@ -105,5 +113,36 @@ void wisp_fnspec_destroy(struct wisp_fnspec *spec);
 
 /* Looks up an env value; NULL when absent. */
 const char *wisp_fnspec_env(const struct wisp_fnspec *spec, const char *key);
+
+/*
+ * Helpers for trigger kinds' parse callbacks, so that every kind checks keys
+ * and values and words its errors like the rest of function.json. All borrow
+ * their arguments; errors are "<field>...: <message>" in err, -EINVAL.
+ */
+
+/* Rejects keys of obj not in known[0..n_known) (n_known <= 64) and keys that
+ * appear twice. `field` is obj's path, e.g. "triggers[0]". */
+int wisp_fnspec_check_keys(const struct cJSON *obj, const char *field, const char *const *known,
+                           size_t n_known, char *err, size_t errlen);
+
+/* Reads obj.key as a whole JSON number in [min, max] into *out; *out = def
+ * when the key is absent. */
+int wisp_fnspec_get_u32(const struct cJSON *obj, const char *field, const char *key, uint32_t min,
+                        uint32_t max, uint32_t def, uint32_t *out, char *err, size_t errlen);
+
+/* Reads obj.key as a string of at most max_bytes; *out borrows from obj and is
+ * NULL when the key is absent and not required. */
+int wisp_fnspec_get_str(const struct cJSON *obj, const char *field, const char *key, int required,
+                        size_t max_bytes, const char **out, char *err, size_t errlen);
+
+/* Writes a short one-line rendering of a JSON value for error messages:
+ * strings as wisp_fnspec_quote writes them, numbers as "%.15g", true, false,
+ * null, "an object", "an array", and "nothing" for NULL. */
+void wisp_fnspec_describe(const struct cJSON *item, char *buf, size_t cap);
+
+/* Same for raw bytes: in double quotes, with \" \\ and \xNN for every byte
+ * outside printable ASCII, cut with "..." past 48 bytes or when cap is
+ * reached; cap < 10 gives "". */
+void wisp_fnspec_quote(const char *s, size_t len, char *buf, size_t cap);
 
 #endif

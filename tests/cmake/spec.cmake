@@ -1,0 +1,30 @@
+# function.json parsing and MQTT topic rules (runtime/src/fnspec.c, topic.c,
+# trigger_mqtt.c).
+wisp_unit_test(test_fnspec)
+wisp_unit_test(test_topic)
+
+# libFuzzer needs clang. The target compiles the parser's sources itself so
+# that they carry the fuzzer's coverage instrumentation; wispcore does not.
+if(CMAKE_C_COMPILER_ID STREQUAL "Clang")
+  set(WISP_FUZZ_FLAGS -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer)
+  add_executable(fuzz_fnspec
+    fuzz/fuzz_fnspec.c
+    ${PROJECT_SOURCE_DIR}/runtime/src/fnspec.c
+    ${PROJECT_SOURCE_DIR}/runtime/src/trigger_mqtt.c
+    ${PROJECT_SOURCE_DIR}/runtime/src/topic.c
+    ${PROJECT_SOURCE_DIR}/runtime/src/util.c)
+  target_include_directories(fuzz_fnspec PRIVATE ${PROJECT_SOURCE_DIR}/runtime/src)
+  target_compile_options(fuzz_fnspec PRIVATE ${WISP_FUZZ_FLAGS})
+  target_link_options(fuzz_fnspec PRIVATE ${WISP_FUZZ_FLAGS})
+  target_link_libraries(fuzz_fnspec PRIVATE cjson)
+
+  # libFuzzer adds what it finds to the first corpus directory: give it a
+  # copy in the build tree so that the checked-in seeds stay as they are.
+  set(WISP_FNSPEC_CORPUS ${CMAKE_CURRENT_BINARY_DIR}/fuzz_fnspec_corpus)
+  file(MAKE_DIRECTORY ${WISP_FNSPEC_CORPUS})
+  add_test(NAME fuzz_fnspec
+    COMMAND fuzz_fnspec -max_total_time=20 -timeout=10 -rss_limit_mb=2048
+            -max_len=4096 -print_final_stats=1
+            ${WISP_FNSPEC_CORPUS} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/fnspec)
+  set_tests_properties(fuzz_fnspec PROPERTIES LABELS "fuzz" TIMEOUT 120)
+endif()
