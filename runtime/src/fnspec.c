@@ -1,6 +1,7 @@
 /*
- * function.json: strict parsing into struct wisp_fnspec, and loading a
- * function folder (handler check, content version).
+ * function.json: strict parsing into struct wisp_fnspec. The JSON helpers it
+ * shares with the trigger kinds live in fnspec_json.c, and loading a function
+ * folder (handler check, content version) in fnspec_load.c.
  *
  * Errors are built as "<field>: <message>" by the checks and get the
  * "<origin>:" prefix once, in wisp_fnspec_parse/wisp_fnspec_load, so that
@@ -11,17 +12,13 @@
 #include "fnspec.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <inttypes.h>
-#include <limits.h>
-#include <stdio.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
+#include "fnspec_internal.h"
 #include "topic.h"
 #include "util.h"
 
@@ -29,11 +26,6 @@
 static const struct wisp_trigger_kind *const trigger_kinds[] = {
     &wisp_trigger_mqtt,
 };
-
-/* Room for one "<field>: <message>" before the origin is prefixed. */
-#define MSG_CAP  1024
-#define PATH_CAP 192
-#define SHOW_CAP 80
 
 const struct wisp_trigger_kind *wisp_trigger_kind_find(const char *name)
 {
@@ -44,163 +36,12 @@ const struct wisp_trigger_kind *wisp_trigger_kind_find(const char *name)
     return NULL;
 }
 
-/* "a, b, c" into buf, cut at cap. */
-static void join(const char *const *names, size_t n, char *buf, size_t cap)
-{
-    size_t used = 0;
-    buf[0] = '\0';
-    for (size_t i = 0; i < n && used + 1 < cap; i++) {
-        wisp_errf(buf + used, cap - used, 0, "%s%s", i ? ", " : "", names[i]);
-        used += strlen(buf + used);
-    }
-}
-
 static void known_kinds(char *buf, size_t cap)
 {
     const char *names[WISP_ARRAY_LEN(trigger_kinds)];
     for (size_t i = 0; i < WISP_ARRAY_LEN(trigger_kinds); i++)
         names[i] = trigger_kinds[i]->name;
-    join(names, WISP_ARRAY_LEN(names), buf, cap);
-}
-
-void wisp_fnspec_quote(const char *s, size_t len, char *buf, size_t cap)
-{
-    /* Keep the rendering on one line and printable whatever the bytes are:
-     * error messages end up in logs and terminals. */
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0, i = 0;
-    if (cap < 10) {
-        if (cap)
-            buf[0] = '\0';
-        return;
-    }
-    buf[o++] = '"';
-    /* Room for one escaped byte, "...", the closing quote and the NUL. */
-    for (; i < len && i < 48 && o + 9 <= cap; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
-            buf[o++] = (char)c;
-            continue;
-        }
-        buf[o++] = '\\';
-        if (c == '"' || c == '\\') {
-            buf[o++] = (char)c;
-            continue;
-        }
-        buf[o++] = 'x';
-        buf[o++] = hex[c >> 4];
-        buf[o++] = hex[c & 15];
-    }
-    if (i < len) {
-        for (int k = 0; k < 3; k++)
-            buf[o++] = '.';
-    }
-    buf[o++] = '"';
-    buf[o] = '\0';
-}
-
-void wisp_fnspec_describe(const struct cJSON *item, char *buf, size_t cap)
-{
-    if (!item)
-        wisp_errf(buf, cap, 0, "nothing");
-    else if (cJSON_IsString(item))
-        wisp_fnspec_quote(item->valuestring, strlen(item->valuestring), buf, cap);
-    else if (cJSON_IsNumber(item))
-        wisp_errf(buf, cap, 0, "%.15g", item->valuedouble);
-    else if (cJSON_IsBool(item))
-        wisp_errf(buf, cap, 0, "%s", cJSON_IsTrue(item) ? "true" : "false");
-    else if (cJSON_IsNull(item))
-        wisp_errf(buf, cap, 0, "null");
-    else if (cJSON_IsArray(item))
-        wisp_errf(buf, cap, 0, "an array");
-    else
-        wisp_errf(buf, cap, 0, "an object");
-}
-
-/* "<field>.<key>", or just "<key>" at the root (field NULL or ""). */
-static void path_of(const char *field, const char *key, char *buf, size_t cap)
-{
-    if (field && *field)
-        wisp_errf(buf, cap, 0, "%s.%s", field, key);
-    else
-        wisp_errf(buf, cap, 0, "%s", key);
-}
-
-int wisp_fnspec_check_keys(const struct cJSON *obj, const char *field, const char *const *known,
-                           size_t n_known, char *err, size_t errlen)
-{
-    /* One pass with a bitmask instead of comparing every pair, so that a
-     * document with many thousands of keys costs linear time. */
-    uint64_t seen = 0;
-    char show[SHOW_CAP];
-    const char *where = field && *field ? field : "(root)";
-    if (n_known > 64)
-        return wisp_errf(err, errlen, -EINVAL, "%s: too many keys to check", where);
-    for (const cJSON *c = obj ? obj->child : NULL; c; c = c->next) {
-        const char *name = c->string ? c->string : "";
-        size_t k = 0;
-        while (k < n_known && strcmp(known[k], name) != 0)
-            k++;
-        if (k == n_known || (seen & (UINT64_C(1) << k)))
-            wisp_fnspec_quote(name, strlen(name), show, sizeof(show));
-        if (k == n_known) {
-            char allowed[512];
-            join(known, n_known, allowed, sizeof(allowed));
-            return wisp_errf(err, errlen, -EINVAL, "%s: unknown key %s (allowed: %s)", where, show,
-                             allowed);
-        }
-        if (seen & (UINT64_C(1) << k))
-            return wisp_errf(err, errlen, -EINVAL, "%s: duplicate key %s", where, show);
-        seen |= UINT64_C(1) << k;
-    }
-    return 0;
-}
-
-int wisp_fnspec_get_u32(const struct cJSON *obj, const char *field, const char *key, uint32_t min,
-                        uint32_t max, uint32_t def, uint32_t *out, char *err, size_t errlen)
-{
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
-    if (!item) {
-        *out = def;
-        return 0;
-    }
-    /* cJSON keeps every number as a double; a whole number in range converts
-     * exactly, and the negated comparison also rejects NaN and infinities. */
-    double v = item->valuedouble;
-    if (cJSON_IsNumber(item) && !(v < (double)min) && !(v > (double)max) &&
-        (double)(uint32_t)v == v) {
-        *out = (uint32_t)v;
-        return 0;
-    }
-    char path[PATH_CAP], show[SHOW_CAP];
-    path_of(field, key, path, sizeof(path));
-    wisp_fnspec_describe(item, show, sizeof(show));
-    return wisp_errf(err, errlen, -EINVAL,
-                     "%s: must be a whole number from %" PRIu32 " to %" PRIu32 ", got %s", path,
-                     min, max, show);
-}
-
-int wisp_fnspec_get_str(const struct cJSON *obj, const char *field, const char *key, int required,
-                        size_t max_bytes, const char **out, char *err, size_t errlen)
-{
-    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
-    char path[PATH_CAP], show[SHOW_CAP];
-    path_of(field, key, path, sizeof(path));
-    *out = NULL;
-    if (!item && !required)
-        return 0;
-    if (!item)
-        return wisp_errf(err, errlen, -EINVAL, "%s: missing; this key is required", path);
-    if (!cJSON_IsString(item)) {
-        wisp_fnspec_describe(item, show, sizeof(show));
-        return wisp_errf(err, errlen, -EINVAL, "%s: must be a string, got %s", path, show);
-    }
-    size_t len = strlen(item->valuestring);
-    if (len > max_bytes)
-        return wisp_errf(err, errlen, -EINVAL, "%s: must be at most %zu bytes long, got %zu bytes",
-                         path, max_bytes, len);
-    *out = item->valuestring;
-    return 0;
+    wisp_fnspec_join(names, WISP_ARRAY_LEN(names), buf, cap);
 }
 
 enum { LOWER = 1, UPPER = 2, DIGIT = 4 };
@@ -229,98 +70,6 @@ static bool pattern_ok(const char *s, size_t max, unsigned first, const char *fi
             return false;
     }
     return true;
-}
-
-static void line_col(const char *buf, size_t off, size_t *line, size_t *col)
-{
-    *line = 1;
-    *col = 1;
-    for (size_t i = 0; i < off; i++) {
-        if (buf[i] == '\n') {
-            (*line)++;
-            *col = 1;
-        } else {
-            (*col)++;
-        }
-    }
-}
-
-/* Length of the UTF-8 sequence a lead byte announces, 0 when it is no lead. */
-static size_t utf8_seq_len(unsigned char c)
-{
-    if (c < 0x80)
-        return 1;
-    if ((c & 0xe0) == 0xc0)
-        return 2;
-    if ((c & 0xf0) == 0xe0)
-        return 3;
-    if ((c & 0xf8) == 0xf0)
-        return 4;
-    return 0;
-}
-
-/* Rejects what cJSON would accept or silently truncate: NUL bytes, control
- * characters, invalid UTF-8 and "\u0000" escapes (cJSON's strings are C
- * strings, so "a\u0000b" would quietly become "a"). */
-static int prescan(const char *json, size_t len, char *err, size_t errlen)
-{
-    bool in_str = false;
-    const char *what = NULL;
-    size_t i = 0, line, col;
-    while (i < len && !what) {
-        unsigned char c = (unsigned char)json[i];
-        size_t n = utf8_seq_len(c);
-        if (c == 0)
-            what = "a NUL byte";
-        else if (c < 0x20 && c != '\t' && c != '\n' && c != '\r')
-            what = "a control character";
-        else if (n == 0 || n > len - i || !wisp_utf8_valid(json + i, n))
-            what = "invalid UTF-8";
-        else if (in_str && c == '\\' && i + 6 <= len && memcmp(json + i + 1, "u0000", 5) == 0)
-            what = "a \\u0000 escape (strings cannot contain NUL)";
-        if (what)
-            break;
-        /* Skip an escaped character, unless it starts a UTF-8 sequence
-         * that still needs checking (cJSON rejects such an escape). */
-        if (in_str && c == '\\')
-            n = i + 1 < len && (unsigned char)json[i + 1] < 0x80 ? 2 : 1;
-        else if (c == '"')
-            in_str = !in_str;
-        i += n;
-    }
-    if (!what)
-        return 0;
-    line_col(json, i, &line, &col);
-    return wisp_errf(err, errlen, -EINVAL, "(json): %s at line %zu, column %zu", what, line, col);
-}
-
-static int parse_json(const char *json, size_t len, cJSON **out, char *err, size_t errlen)
-{
-    if (!json || len == 0)
-        return wisp_errf(err, errlen, -EINVAL, "(json): empty document; expected a JSON object");
-    if (len > (size_t)WISP_MAX_SPEC_BYTES)
-        return wisp_errf(err, errlen, -EINVAL, "(json): %zu bytes, more than the limit of %u", len,
-                         WISP_MAX_SPEC_BYTES);
-    int rc = prescan(json, len, err, errlen);
-    if (rc)
-        return rc;
-    /* The input need not be NUL-terminated; cJSON wants the terminator
-     * inside the length to reject trailing garbage. */
-    char *copy = wisp_strndup(json, len);
-    if (!copy)
-        return -ENOMEM;
-    const char *end = NULL;
-    *out = cJSON_ParseWithLengthOpts(copy, len + 1, &end, 1);
-    if (!*out) {
-        size_t off = end && end >= copy && end <= copy + len ? (size_t)(end - copy) : 0, line, col;
-        char show[SHOW_CAP];
-        line_col(copy, off, &line, &col);
-        wisp_fnspec_quote(copy + off, strcspn(copy + off, "\r\n"), show, 24);
-        rc = wisp_errf(err, errlen, -EINVAL, "(json): invalid JSON at line %zu, column %zu near %s",
-                       line, col, show);
-    }
-    free(copy);
-    return rc;
 }
 
 /* strdup into *dst; -ENOMEM on failure. */
@@ -607,7 +356,7 @@ int wisp_fnspec_parse(const char *json, size_t len, const char *origin, const ch
     if (!out)
         return wisp_errf(err, errlen, -EINVAL, "%s:(root): no place for the result", origin);
     *out = NULL;
-    rc = parse_json(json, len, &root, msg, sizeof(msg));
+    rc = wisp_fnspec_parse_json(json, len, &root, msg, sizeof(msg));
     if (rc)
         goto out;
     spec = calloc(1, sizeof(*spec));
@@ -661,198 +410,4 @@ const char *wisp_fnspec_env(const struct wisp_fnspec *spec, const char *key)
             return spec->env[i].value;
     }
     return NULL;
-}
-
-/* Feeds one named part into the content hash: name, bytes, then the length,
- * so that moving bytes between parts changes the version. */
-static uint64_t hash_tail(uint64_t h, uint64_t len)
-{
-    unsigned char le[8];
-    for (int i = 0; i < 8; i++)
-        le[i] = (unsigned char)(len >> (8 * i));
-    return wisp_fnv1a64(h, le, sizeof(le));
-}
-
-static int hash_file(uint64_t *h, const char *name, const char *path)
-{
-    char buf[16384];
-    uint64_t total = 0;
-    int rc = 0, fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    *h = wisp_fnv1a64(*h, name, strlen(name) + 1);
-    for (;;) {
-        ssize_t r = read(fd, buf, sizeof(buf));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            rc = r < 0 ? -errno : 0;
-            break;
-        }
-        *h = wisp_fnv1a64(*h, buf, (size_t)r);
-        total += (uint64_t)r;
-    }
-    *h = hash_tail(*h, total);
-    close(fd);
-    return rc;
-}
-
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Lists lib/ *.lua (regular files) sorted by name into *names. */
-static int list_lib(const char *libdir, char ***names, size_t *n)
-{
-    int rc = 0;
-    size_t cap = 0;
-    DIR *d = opendir(libdir);
-    *names = NULL;
-    *n = 0;
-    if (!d)
-        return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
-    for (const struct dirent *e; (e = readdir(d)) != NULL;) {
-        size_t len = strlen(e->d_name);
-        if (len <= 4 || strcmp(e->d_name + len - 4, ".lua") != 0)
-            continue;
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **grown = realloc(*names, cap * sizeof(**names));
-            if (!grown) {
-                rc = -ENOMEM;
-                break;
-            }
-            *names = grown;
-        }
-        if (!((*names)[*n] = wisp_strndup(e->d_name, len))) {
-            rc = -ENOMEM;
-            break;
-        }
-        (*n)++;
-    }
-    closedir(d);
-    if (*n > 1)
-        qsort(*names, *n, sizeof(**names), cmp_names);
-    return rc;
-}
-
-static int hash_lib(uint64_t *h, const char *dir, char *msg, size_t cap)
-{
-    char **names = NULL;
-    size_t n = 0;
-    char *libdir = wisp_path_join(dir, "lib");
-    int rc = libdir ? list_lib(libdir, &names, &n) : -ENOMEM;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        char label[PATH_MAX];
-        char *path = wisp_path_join(libdir, names[i]);
-        struct stat st;
-        if (!path) {
-            rc = -ENOMEM;
-            break;
-        }
-        wisp_errf(label, sizeof(label), 0, "lib/%s", names[i]);
-        if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
-            rc = hash_file(h, label, path);
-        free(path);
-    }
-    if (rc && rc != -ENOMEM)
-        wisp_errf(msg, cap, rc, "lib: cannot read %s: %s", libdir, strerror(-rc));
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
-    free(libdir);
-    return rc;
-}
-
-/* Resolves the handler and checks that it is a regular file inside the
- * folder even through symlinks. *out is malloc'd. */
-static int resolve_handler(const char *dir, const char *handler, char **out, char *msg, size_t cap)
-{
-    char show[SHOW_CAP];
-    if (!handler)
-        return -EINVAL; /* parse always sets it; this keeps the analyzer sure */
-    char *path = wisp_path_join(dir, handler), *root = realpath(dir, NULL);
-    char *real = path ? realpath(path, NULL) : NULL;
-    int rc = 0, e = errno;
-    struct stat st;
-    wisp_fnspec_quote(handler, strlen(handler), show, sizeof(show));
-    if (!path || (!real && e == ENOMEM)) {
-        rc = -ENOMEM;
-    } else if (!real || !root) {
-        rc = wisp_errf(msg, cap, -EINVAL, "handler: file %s not found in %s%s%s", show, dir,
-                       e == ENOENT || e == ENOTDIR ? "" : ": ",
-                       e == ENOENT || e == ENOTDIR ? "" : strerror(e));
-    } else if (strncmp(real, root, strlen(root)) != 0 ||
-               (real[strlen(root)] != '/' && strcmp(root, "/") != 0)) {
-        rc = wisp_errf(msg, cap, -EINVAL, "handler: %s leads outside %s (to %s)", show, dir, real);
-    } else if (stat(real, &st) != 0 || !S_ISREG(st.st_mode)) {
-        rc = wisp_errf(msg, cap, -EINVAL, "handler: %s in %s is not a regular file", show, dir);
-    } else {
-        *out = real;
-        real = NULL;
-    }
-    free(path);
-    free(root);
-    free(real);
-    return rc;
-}
-
-int wisp_fnspec_load(const char *dir, struct wisp_fnspec **out, char *err, size_t errlen)
-{
-    char msg[MSG_CAP] = "", *origin = NULL, *json = NULL, *handler = NULL;
-    size_t len = 0;
-    struct wisp_fnspec *spec = NULL;
-    int rc;
-    *out = NULL;
-    if (!dir)
-        return wisp_errf(err, errlen, -EINVAL, "function.json:(root): no folder given");
-    if (!(origin = wisp_path_join(dir, "function.json")))
-        return wisp_errf(err, errlen, -ENOMEM, "%s/function.json: out of memory", dir);
-    rc = wisp_read_file(origin, (size_t)WISP_MAX_SPEC_BYTES, &json, &len);
-    if (rc == -EFBIG)
-        wisp_errf(msg, sizeof(msg), -EINVAL, "(json): more than the limit of %u bytes",
-                  WISP_MAX_SPEC_BYTES);
-    else if (rc)
-        wisp_errf(msg, sizeof(msg), rc, "(json): cannot read: %s", strerror(-rc));
-    if (rc == -EFBIG)
-        rc = -EINVAL;
-    if (rc)
-        goto out;
-    rc = wisp_fnspec_parse(json, len, origin, dir, &spec, err, errlen);
-    if (rc)
-        goto out;
-    rc = resolve_handler(dir, spec->handler, &handler, msg, sizeof(msg));
-    if (rc == 0 && spec->version[0] == '\0') {
-        uint64_t h = wisp_fnv1a64(WISP_FNV1A64_INIT, "function.json", sizeof("function.json"));
-        h = hash_tail(wisp_fnv1a64(h, json, len), len);
-        rc = hash_file(&h, spec->handler, handler);
-        if (rc)
-            wisp_errf(msg, sizeof(msg), rc, "handler: cannot read %s: %s", handler, strerror(-rc));
-        else
-            rc = hash_lib(&h, dir, msg, sizeof(msg));
-        char version[17];
-        wisp_errf(version, sizeof(version), 0, "%012" PRIx64, h >> 16);
-        char *dup = rc == 0 ? wisp_strndup(version, 12) : NULL;
-        if (rc == 0 && !dup)
-            rc = -ENOMEM;
-        if (dup) {
-            free(spec->version);
-            spec->version = dup;
-        }
-    }
-    if (rc == 0) {
-        *out = spec;
-        spec = NULL;
-    }
-out:
-    if (rc == -ENOMEM)
-        wisp_errf(err, errlen, rc, "%s: out of memory", origin);
-    else if (rc && msg[0])
-        wisp_errf(err, errlen, rc, "%s:%s", origin, msg);
-    wisp_fnspec_destroy(spec);
-    free(handler);
-    free(json);
-    free(origin);
-    return rc;
 }

@@ -69,8 +69,8 @@ static size_t prefix(char *buf, size_t cap, int level, const char *module)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(buf, cap, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s mod=%s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, wisp_log_level_name(level), module);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, wisp_log_level_name(level), module);
     return n < 0 ? 0 : ((size_t)n < cap ? (size_t)n : cap - 1);
 }
 
@@ -90,7 +90,9 @@ static void write_line(char *buf, size_t len)
     }
 }
 
-enum { LINE_MAX_BYTES = 8192 };
+/* A line, and the most its "ts=... level=... mod=... " prefix may take of
+ * it (an absurdly long module name is cut) so that the rest always fits. */
+enum { LINE_MAX_BYTES = 8192, PREFIX_MAX_BYTES = 512 };
 
 void wisp_log_emit(int level, const char *module, const char *func, const char *fmt, ...)
 {
@@ -103,14 +105,17 @@ void wisp_log_emit(int level, const char *module, const char *func, const char *
     if (n < 0)
         return;
     size_t tlen = (size_t)n < sizeof(text) ? (size_t)n : sizeof(text) - 1;
-    size_t o = prefix(line, sizeof(line), level, module);
-    memcpy(line + o, "msg=", 4);
-    o += 4;
+    size_t o = prefix(line, PREFIX_MAX_BYTES, level, module);
+    static const char key[] = "msg=";
+    memcpy(line + o, key, sizeof(key));
+    o += sizeof(key) - 1;
+    /* Leave 64 bytes for " func=..." and the newline. */
     o += wisp_log_quote(line + o, sizeof(line) - o - 64, text, tlen);
     if (level >= WISP_LOG_WARN || wisp_log_threshold == WISP_LOG_DEBUG) {
-        int k = snprintf(line + o, sizeof(line) - o - 1, " func=%s", func);
+        size_t room = sizeof(line) - o - 1; /* one byte stays for the newline */
+        int k = snprintf(line + o, room, " func=%s", func);
         if (k > 0)
-            o += (size_t)k;
+            o += (size_t)k < room ? (size_t)k : room - 1;
     }
     write_line(line, o);
 }
@@ -119,7 +124,7 @@ void wisp_log_emit_fields(int level, const char *module, const char *fields, ...
 {
     char line[LINE_MAX_BYTES];
     va_list ap;
-    size_t o = prefix(line, sizeof(line), level, module);
+    size_t o = prefix(line, PREFIX_MAX_BYTES, level, module);
     va_start(ap, fields);
     int n = vsnprintf(line + o, sizeof(line) - o - 1, fields, ap);
     va_end(ap);

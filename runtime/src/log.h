@@ -14,10 +14,10 @@
 
 enum wisp_log_level {
     WISP_LOG_DEBUG = 0,
-    WISP_LOG_INFO  = 1,
-    WISP_LOG_WARN  = 2,
+    WISP_LOG_INFO = 1,
+    WISP_LOG_WARN = 2,
     WISP_LOG_ERROR = 3,
-    WISP_LOG_OFF   = 4,
+    WISP_LOG_OFF = 4,
 };
 
 extern int wisp_log_threshold;
@@ -41,10 +41,10 @@ size_t wisp_log_quote(char *out, size_t cap, const char *s, size_t len);
 #define WISP_LOG_MODULE "wisp"
 #endif
 
-#define wisp_log(lvl, ...)                                                                 \
-    do {                                                                                   \
-        if ((lvl) >= wisp_log_threshold)                                                   \
-            wisp_log_emit((lvl), WISP_LOG_MODULE, __func__, __VA_ARGS__);                  \
+#define wisp_log(lvl, ...)                                                                         \
+    do {                                                                                           \
+        if ((lvl) >= wisp_log_threshold)                                                           \
+            wisp_log_emit((lvl), WISP_LOG_MODULE, __func__, __VA_ARGS__);                          \
     } while (0)
 #define log_debug(...) wisp_log(WISP_LOG_DEBUG, __VA_ARGS__)
 #define log_info(...)  wisp_log(WISP_LOG_INFO, __VA_ARGS__)

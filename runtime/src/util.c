@@ -31,8 +31,9 @@ void wisp_rfc3339(uint64_t real_ns, char *out, size_t cap)
     unsigned ms = (unsigned)((real_ns / 1000000ULL) % 1000);
     struct tm tm;
     gmtime_r(&sec, &tm);
-    snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+    /* A short cap cuts the stamp; callers size out for the full one. */
+    (void)snprintf(out, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900,
+                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
 }
 
 int wisp_read_file(const char *path, size_t max_bytes, char **out, size_t *len)
@@ -112,7 +113,14 @@ int wisp_write_file_atomic(const char *path, const void *data, size_t len)
         rc = -ENOMEM;
         goto out;
     }
-    snprintf(tmp, plen + 16, "%s.tmp.%d", path, (int)getpid());
+    /* ".tmp." and a pid always fit in the 16 spare bytes. */
+    int n = snprintf(tmp, plen + 16, "%s.tmp.%d", path, (int)getpid());
+    if (n < 0 || (size_t)n >= plen + 16) {
+        rc = -ENAMETOOLONG;
+        free(tmp);
+        tmp = NULL; /* nothing was created: nothing to unlink */
+        goto out;
+    }
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         rc = -errno;
@@ -218,7 +226,8 @@ int wisp_errf(char *err, size_t errlen, int code, const char *fmt, ...)
     if (err && errlen) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
+        /* Cutting the message short is fine: err is for people to read. */
+        (void)vsnprintf(err, errlen, fmt, ap);
         va_end(ap);
     }
     return code;
@@ -241,7 +250,8 @@ char *wisp_path_join(const char *a, const char *b)
     char *p = malloc(la + lb + 2);
     if (!p)
         return NULL;
-    memcpy(p, a, la);
+    /* Both copies take the terminator along, so p is a string at every step. */
+    memcpy(p, a, la + 1);
     size_t o = la;
     if (la == 0 || a[la - 1] != '/')
         p[o++] = '/';

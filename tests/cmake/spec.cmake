@@ -1,6 +1,7 @@
-# function.json parsing and MQTT topic rules (runtime/src/fnspec.c, topic.c,
+# function.json parsing and MQTT topic rules (runtime/src/fnspec*.c, topic.c,
 # trigger_mqtt.c).
 wisp_unit_test(test_fnspec)
+wisp_unit_test(test_fnspec_load)
 wisp_unit_test(test_topic)
 
 # libFuzzer needs clang. The target compiles the parser's sources itself so
@@ -10,6 +11,8 @@ if(CMAKE_C_COMPILER_ID STREQUAL "Clang")
   add_executable(fuzz_fnspec
     fuzz/fuzz_fnspec.c
     ${PROJECT_SOURCE_DIR}/runtime/src/fnspec.c
+    ${PROJECT_SOURCE_DIR}/runtime/src/fnspec_json.c
+    ${PROJECT_SOURCE_DIR}/runtime/src/fnspec_load.c
     ${PROJECT_SOURCE_DIR}/runtime/src/trigger_mqtt.c
     ${PROJECT_SOURCE_DIR}/runtime/src/topic.c
     ${PROJECT_SOURCE_DIR}/runtime/src/util.c)

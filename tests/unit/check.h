@@ -11,43 +11,44 @@
 
 extern int wisp_check_failures;
 
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        if (!(cond)) {                                                                     \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);       \
-            wisp_check_failures++;                                                         \
-        }                                                                                  \
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            (void)fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);         \
+            wisp_check_failures++;                                                                 \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_INT_EQ(a, b)                                                                 \
-    do {                                                                                   \
-        long long va_ = (long long)(a), vb_ = (long long)(b);                              \
-        if (va_ != vb_) {                                                                  \
-            fprintf(stderr, "%s:%d: CHECK_INT_EQ failed: %s == %lld, expected %lld\n",     \
-                    __FILE__, __LINE__, #a, va_, vb_);                                     \
-            wisp_check_failures++;                                                         \
-        }                                                                                  \
+#define CHECK_INT_EQ(a, b)                                                                         \
+    do {                                                                                           \
+        long long va_ = (long long)(a), vb_ = (long long)(b);                                      \
+        if (va_ != vb_) {                                                                          \
+            (void)fprintf(stderr, "%s:%d: CHECK_INT_EQ failed: %s == %lld, expected %lld\n",       \
+                          __FILE__, __LINE__, #a, va_, vb_);                                       \
+            wisp_check_failures++;                                                                 \
+        }                                                                                          \
     } while (0)
 
-#define CHECK_STR_EQ(a, b)                                                                 \
-    do {                                                                                   \
-        const char *sa_ = (a), *sb_ = (b);                                                 \
-        if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0) {                                       \
-            fprintf(stderr, "%s:%d: CHECK_STR_EQ failed: %s is \"%s\", expected \"%s\"\n", \
-                    __FILE__, __LINE__, #a, sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");   \
-            wisp_check_failures++;                                                         \
-        }                                                                                  \
+#define CHECK_STR_EQ(a, b)                                                                         \
+    do {                                                                                           \
+        const char *sa_ = (a), *sb_ = (b);                                                         \
+        if (!sa_ || !sb_ || strcmp(sa_, sb_) != 0) {                                               \
+            (void)fprintf(stderr, "%s:%d: CHECK_STR_EQ failed: %s is \"%s\", expected \"%s\"\n",   \
+                          __FILE__, __LINE__, #a, sa_ ? sa_ : "(null)", sb_ ? sb_ : "(null)");     \
+            wisp_check_failures++;                                                                 \
+        }                                                                                          \
     } while (0)
 
 /* Checks that haystack contains needle. */
-#define CHECK_CONTAINS(hay, needle)                                                        \
-    do {                                                                                   \
-        const char *h_ = (hay), *n_ = (needle);                                            \
-        if (!h_ || !strstr(h_, n_)) {                                                      \
-            fprintf(stderr, "%s:%d: CHECK_CONTAINS failed: \"%s\" does not contain \"%s\"\n", \
-                    __FILE__, __LINE__, h_ ? h_ : "(null)", n_);                           \
-            wisp_check_failures++;                                                         \
-        }                                                                                  \
+#define CHECK_CONTAINS(hay, needle)                                                                \
+    do {                                                                                           \
+        const char *h_ = (hay), *n_ = (needle);                                                    \
+        if (!h_ || !strstr(h_, n_)) {                                                              \
+            (void)fprintf(stderr,                                                                  \
+                          "%s:%d: CHECK_CONTAINS failed: \"%s\" does not contain \"%s\"\n",        \
+                          __FILE__, __LINE__, h_ ? h_ : "(null)", n_);                             \
+            wisp_check_failures++;                                                                 \
+        }                                                                                          \
     } while (0)
 
 struct wisp_check_test {
@@ -59,7 +60,7 @@ struct wisp_check_test {
  * returns the process exit code. */
 int wisp_check_main(int argc, char **argv, const struct wisp_check_test *tests, size_t n);
 
-#define WISP_CHECK_RUN(argc, argv, tests)                                                  \
+#define WISP_CHECK_RUN(argc, argv, tests)                                                          \
     wisp_check_main((argc), (argv), (tests), sizeof(tests) / sizeof((tests)[0]))
 
 #endif

@@ -1,0 +1,298 @@
+/* Loading function folders with wisp_fnspec_load (runtime/src/fnspec_load.c):
+ * handler resolution, content versions and the errors of real files. Parsing
+ * itself is covered by test_fnspec.c. */
+#include <errno.h>
+#include <ftw.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "fnspec.h"
+
+static char err[1024];
+
+/* Repeats `unit` n times between `pre` and `post` (for the size limit). */
+static char *repeat(const char *pre, const char *unit, size_t n, const char *post)
+{
+    char *s = malloc(strlen(pre) + strlen(unit) * n + strlen(post) + 1);
+    size_t o = 0;
+    if (!s)
+        return NULL;
+    for (const char *p = pre; *p; p++)
+        s[o++] = *p;
+    for (size_t i = 0; i < n; i++) {
+        for (const char *p = unit; *p; p++)
+            s[o++] = *p;
+    }
+    for (const char *p = post; *p; p++)
+        s[o++] = *p;
+    s[o] = '\0';
+    return s;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void rm_rf(const char *dir)
+{
+    CHECK(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);
+}
+
+static void put(const char *dir, const char *rel, const char *text)
+{
+    char path[4096];
+    (void)snprintf(path, sizeof(path), "%s/%s", dir, rel);
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    CHECK(fputs(text, f) >= 0);
+    CHECK(fclose(f) == 0);
+}
+
+static void mkdir_in(const char *dir, const char *rel)
+{
+    char path[4096];
+    (void)snprintf(path, sizeof(path), "%s/%s", dir, rel);
+    CHECK(mkdir(path, 0755) == 0);
+}
+
+#define FN_JSON "{\"name\":\"f\",\"triggers\":[{\"type\":\"mqtt\",\"topic\":\"t\"}]}"
+
+/* A fresh function folder with function.json and handler.lua. */
+static bool make_fn(char *dir, size_t cap, const char *json)
+{
+    (void)snprintf(dir, cap, "/tmp/wisp-test-fnspec-XXXXXX");
+    if (!mkdtemp(dir)) {
+        CHECK(!"mkdtemp");
+        return false;
+    }
+    put(dir, "function.json", json);
+    put(dir, "handler.lua", "return function(event, ctx) end\n");
+    return true;
+}
+
+static char *load_version(const char *dir)
+{
+    struct wisp_fnspec *spec = NULL;
+    int rc = wisp_fnspec_load(dir, &spec, err, sizeof(err));
+    if (rc)
+        (void)fprintf(stderr, "load: %s\n", err);
+    CHECK_INT_EQ(rc, 0);
+    char *v = spec ? strdup(spec->version) : NULL;
+    wisp_fnspec_destroy(spec);
+    return v;
+}
+
+static void test_load_ok(void)
+{
+    char dir[64];
+    struct wisp_fnspec *spec = NULL;
+    if (!make_fn(dir, sizeof(dir), FN_JSON))
+        return;
+    CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), 0);
+    CHECK(spec != NULL);
+    if (spec) {
+        char origin[128];
+        (void)snprintf(origin, sizeof(origin), "%s/function.json", dir);
+        CHECK_STR_EQ(spec->dir, dir);
+        CHECK_STR_EQ(spec->origin, origin);
+        CHECK_STR_EQ(spec->name, "f");
+        CHECK_INT_EQ(strlen(spec->version), 12);
+        CHECK(strspn(spec->version, "0123456789abcdef") == 12);
+    }
+    wisp_fnspec_destroy(spec);
+
+    /* A given version is kept as written. */
+    put(dir, "function.json",
+        "{\"name\":\"f\",\"version\":\"2.0\",\"triggers\":[{\"type\":\"mqtt\",\"topic\":\"t\"}]}");
+    char *v = load_version(dir);
+    CHECK_STR_EQ(v, "2.0");
+    free(v);
+
+    /* A handler in a subfolder, reached through a symlink inside it. */
+    mkdir_in(dir, "src");
+    put(dir, "src/real.lua", "return function() end\n");
+    put(dir, "function.json",
+        "{\"name\":\"f\",\"handler\":\"src/h.lua\",\"triggers\":[{\"type\":\"mqtt\",\"topic\":"
+        "\"t\"}]}");
+    char link[128];
+    (void)snprintf(link, sizeof(link), "%s/src/h.lua", dir);
+    CHECK(symlink("real.lua", link) == 0);
+    v = load_version(dir);
+    CHECK(v != NULL);
+    free(v);
+    rm_rf(dir);
+}
+
+static void test_load_native(void)
+{
+    char dir[64];
+    struct wisp_fnspec *spec = NULL;
+    if (!make_fn(dir, sizeof(dir),
+                 "{\"name\":\"f\",\"runtime\":\"native\",\"triggers\":[{\"type\":\"mqtt\","
+                 "\"topic\":\"t\"}]}"))
+        return;
+    CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -EINVAL);
+    CHECK_CONTAINS(err, "handler: file \"handler.so\" not found in");
+    put(dir, "handler.so",
+        "\x7f"
+        "ELF");
+    CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), 0);
+    wisp_fnspec_destroy(spec);
+    rm_rf(dir);
+}
+
+/* The content version follows function.json, the handler and lib/ *.lua,
+ * and nothing else. */
+static void test_load_version(void)
+{
+    char a[64], b[64];
+    if (!make_fn(a, sizeof(a), FN_JSON))
+        return;
+    if (!make_fn(b, sizeof(b), FN_JSON)) {
+        rm_rf(a);
+        return;
+    }
+    char *v0 = load_version(a), *v1 = load_version(a), *vb = load_version(b);
+    CHECK_STR_EQ(v0, v1);
+    CHECK_STR_EQ(v0, vb); /* the folder's path is not part of it */
+    free(v1);
+    free(vb);
+
+    put(a, "README.md", "docs\n");
+    v1 = load_version(a);
+    CHECK_STR_EQ(v1, v0);
+    free(v1);
+
+    put(a, "handler.lua", "return function(event, ctx) return 1 end\n");
+    char *vh = load_version(a);
+    CHECK(vh && v0 && strcmp(vh, v0) != 0);
+
+    mkdir_in(a, "lib");
+    v1 = load_version(a);
+    CHECK_STR_EQ(v1, vh); /* an empty lib/ changes nothing */
+    free(v1);
+    put(a, "lib/notes.txt", "x");
+    mkdir_in(a, "lib/dir.lua");
+    v1 = load_version(a);
+    CHECK_STR_EQ(v1, vh); /* neither does a non-.lua file or a folder */
+    free(v1);
+
+    put(a, "lib/b.lua", "return 2\n");
+    put(a, "lib/a.lua", "return 1\n");
+    char *vl = load_version(a);
+    CHECK(vl && vh && strcmp(vl, vh) != 0);
+
+    /* Same files created in the other order: same version (sorted names). */
+    put(b, "handler.lua", "return function(event, ctx) return 1 end\n");
+    mkdir_in(b, "lib");
+    put(b, "lib/a.lua", "return 1\n");
+    put(b, "lib/b.lua", "return 2\n");
+    vb = load_version(b);
+    CHECK_STR_EQ(vb, vl);
+    free(vb);
+
+    /* Names count: the same bytes under another name are another version. */
+    put(b, "lib/b.lua", "return 1\n");
+    put(b, "lib/a.lua", "return 2\n");
+    vb = load_version(b);
+    CHECK(vb && vl && strcmp(vb, vl) != 0);
+    free(vb);
+
+    put(a, "lib/a.lua", "return 3\n");
+    v1 = load_version(a);
+    CHECK(v1 && vl && strcmp(v1, vl) != 0);
+    free(v1);
+
+    put(a, "function.json", FN_JSON "\n");
+    v1 = load_version(a);
+    CHECK(v1 && vl && strcmp(v1, vl) != 0);
+    free(v1);
+
+    free(v0);
+    free(vh);
+    free(vl);
+    rm_rf(a);
+    rm_rf(b);
+}
+
+static void test_load_errors(void)
+{
+    char dir[64], want[512], outside[128];
+    struct wisp_fnspec *spec = NULL;
+    if (!make_fn(dir, sizeof(dir), FN_JSON))
+        return;
+
+    (void)snprintf(outside, sizeof(outside), "%s/handler.lua", dir);
+    CHECK(unlink(outside) == 0);
+    CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -EINVAL);
+    CHECK(spec == NULL);
+    (void)snprintf(want, sizeof(want),
+                   "%s/function.json:handler: file \"handler.lua\" not found in %s", dir, dir);
+    CHECK_STR_EQ(err, want);
+
+    mkdir_in(dir, "handler.lua");
+    CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -EINVAL);
+    CHECK_CONTAINS(err, ":handler: \"handler.lua\" in ");
+    CHECK_CONTAINS(err, " is not a regular file");
+    CHECK(rmdir(outside) == 0);
+
+    /* A symlink that leads out of the folder is refused. */
+    (void)snprintf(outside, sizeof(outside), "%s-outside.lua", dir);
+    FILE *f = fopen(outside, "w");
+    CHECK(f != NULL);
+    if (f)
+        CHECK(fclose(f) == 0);
+    char link[128];
+    (void)snprintf(link, sizeof(link), "%s/handler.lua", dir);
+    CHECK(symlink(outside, link) == 0);
+    CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -EINVAL);
+    CHECK_CONTAINS(err, "/function.json:handler: \"handler.lua\" leads outside ");
+    CHECK(unlink(outside) == 0);
+    CHECK(unlink(link) == 0);
+
+    put(dir, "function.json", "{\"name\":\"f\",\n \"triggers\": 5}");
+    CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -EINVAL);
+    (void)snprintf(want, sizeof(want), "%s/function.json:triggers: must be an array", dir);
+    CHECK_CONTAINS(err, want);
+
+    put(dir, "function.json", "{\"name\":\"f\",\n \"triggers\": [}");
+    CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -EINVAL);
+    CHECK_CONTAINS(err, "/function.json:(json): invalid JSON at line 2, column 15 near \"}\"");
+
+    char *big = repeat(FN_JSON, " ", (size_t)WISP_MAX_SPEC_BYTES, "");
+    if (big)
+        put(dir, "function.json", big);
+    free(big);
+    CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -EINVAL);
+    CHECK_CONTAINS(err, "/function.json:(json): more than the limit of 262144 bytes");
+
+    (void)snprintf(outside, sizeof(outside), "%s/function.json", dir);
+    CHECK(unlink(outside) == 0);
+    CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -ENOENT);
+    (void)snprintf(want, sizeof(want), "%s/function.json:(json): cannot read: No such file", dir);
+    CHECK_CONTAINS(err, want);
+    CHECK(spec == NULL);
+    CHECK_INT_EQ(wisp_fnspec_load(NULL, &spec, err, sizeof(err)), -EINVAL);
+    rm_rf(dir);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct wisp_check_test tests[] = {
+        {"load_ok", test_load_ok},
+        {"load_native", test_load_native},
+        {"load_version", test_load_version},
+        {"load_errors", test_load_errors},
+    };
+    return WISP_CHECK_RUN(argc, argv, tests);
+}
