@@ -1,0 +1,123 @@
+/*
+ * What the MQTT module's files share: mqtt.c (connection, lifecycle),
+ * mqtt_config.c, mqtt_in.c (inbound queue, subscriptions) and mqtt_out.c
+ * (publishing, stats). Not part of the module's interface.
+ *
+ * Locking: `lock` protects the inbound queue and the connection state that
+ * Paho's threads update. Paho runs our callbacks with its own mutex held, so
+ * the rule that keeps us deadlock-free is: never call into Paho while holding
+ * `lock`. Counters are atomics so that stats can be read from any thread.
+ */
+#ifndef WISP_MQTT_INTERNAL_H
+#define WISP_MQTT_INTERNAL_H
+
+#include <MQTTAsync.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mqtt.h"
+
+/* Where the link stands, as seen from Paho's callbacks. */
+enum mqtt_link {
+    LINK_IDLE = 0,   /* not started */
+    LINK_CONNECTING, /* first connect in progress */
+    LINK_UP,
+    LINK_DOWN, /* lost or never reached; Paho (and tick) keep retrying */
+};
+
+struct mqtt_sub {
+    char *filter;
+    int qos;
+};
+
+struct mqtt_counters {
+    atomic_uint_least64_t received, published, delivered, publish_failed, dropped_outgoing,
+        redelivery_deferred, connects, connection_lost, subscribe_failed;
+};
+
+struct wisp_mqtt {
+    MQTTAsync client;
+    int efd;
+
+    /* Settings, fixed after create. */
+    char *uri;      /* as configured, for messages */
+    char *paho_uri; /* mqtt:// and mqtts:// spelled tcp:// and ssl:// for Paho */
+    char *client_id, *username, *password;
+    char *tls_ca, *tls_cert, *tls_key;
+    bool tls;
+    int tls_insecure;
+    int version; /* MQTTVERSION_3_1_1 or MQTTVERSION_5 */
+    int keepalive_s, clean_start;
+    uint32_t session_expiry_s;
+    int reconnect_min_ms, reconnect_max_ms, max_buffered;
+    size_t max_queued;
+
+    /* Shared with Paho's threads, under lock. */
+    pthread_mutex_t lock;
+    struct wisp_mqtt_msg *head, *tail; /* events for wisp_mqtt_take */
+    size_t queued;                     /* WISP_MQTT_MESSAGE entries in it */
+    enum mqtt_link link;
+    uint64_t conn_gen;   /* bumped on every new connection */
+    bool connect_failed; /* a connect attempt failed since the last CONNECTED */
+    bool backlog;        /* Paho may hold messages we deferred (returned 0 for) */
+    uint64_t arrivals;   /* messageArrived calls, to see whether a nudge drained one */
+    int nudges;          /* nudges in flight */
+    char tls_error[256]; /* last OpenSSL error Paho reported */
+
+    /* Any thread. */
+    struct mqtt_counters st;
+    atomic_size_t pending;
+    atomic_bool connected;
+    atomic_bool disconnect_done;
+    atomic_bool destroying;
+    atomic_int in_callback; /* Paho callbacks running right now */
+
+    /* Loop thread only. */
+    struct mqtt_sub *subs;
+    size_t nsubs;
+    uint64_t subscribed_gen; /* conn_gen the whole set was last sent for */
+    bool started, connect_accepted;
+    uint64_t retry_at_ns;
+    int backoff_ms;
+    uint64_t drop_logged_ns;
+};
+
+/* Every Paho callback brackets its work with these, so that destroy can wait
+ * for a callback still on its way out. */
+void mqtt_cb_enter(struct wisp_mqtt *m);
+void mqtt_cb_leave(struct wisp_mqtt *m);
+
+/* Checks cfg and copies it into m (mqtt_config.c). 0 or a negative errno
+ * with the reason in err. */
+int mqtt_load_config(struct wisp_mqtt *m, const struct wisp_mqtt_config *cfg, char *err,
+                     size_t errlen);
+
+/* Paho's text for one of its return codes, never NULL. */
+const char *mqtt_paho_err(int rc);
+
+/* Makes the eventfd readable. Any thread. */
+void mqtt_signal(struct wisp_mqtt *m);
+
+/* Appends an event to the queue; the caller holds m->lock. */
+void mqtt_push_locked(struct wisp_mqtt *m, struct wisp_mqtt_msg *ev);
+
+/* A connection-state event (reason copied, may be NULL); NULL on OOM. */
+struct wisp_mqtt_msg *mqtt_state_event(enum wisp_mqtt_event_kind kind, const char *reason,
+                                       int connect_failed);
+
+/* Paho's messageArrived callback (mqtt_in.c). */
+int mqtt_on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg);
+
+/* Loop thread: sends the whole subscription set when a connection has not
+ * had it yet, and drains messages Paho holds for us. Both are cheap no-ops
+ * when there is nothing to do. */
+void mqtt_in_sync(struct wisp_mqtt *m);
+void mqtt_in_nudge(struct wisp_mqtt *m);
+
+/* Frees the queue and the subscription set (destroy). */
+void mqtt_in_free(struct wisp_mqtt *m);
+
+#endif

@@ -1,0 +1,195 @@
+/*
+ * Publishing over the MQTT connection, and the module's statistics.
+ *
+ * Paho 1.3.12, as found by experiment (tests/integration/mqtt_client.c):
+ * - Messages published while disconnected, even before the first connect
+ *   (allowDisconnectedSendAtAnyTime), wait in Paho's command queue and are
+ *   sent after the reconnect, also with a clean session.
+ * - When maxBufferedMessages is reached, Paho drops the oldest buffered
+ *   message (deleteOldestMessages) WITHOUT calling any callback for it. We
+ *   find such drops by comparing our pending count with what
+ *   MQTTAsync_getPendingTokens still holds.
+ * - QoS 1 messages in flight when the connection drops are failed with
+ *   MQTTASYNC_OPERATION_INCOMPLETE at the next clean-session connect and
+ *   not resent: re-sending is the outbox's job.
+ * - For QoS 0, onSuccess fires once the packet is written.
+ */
+#define WISP_LOG_MODULE "mqtt"
+#include "mqtt.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "log.h"
+#include "mqtt_internal.h"
+#include "topic.h"
+#include "util.h"
+
+enum { MQTT_MAX_PAYLOAD = 268435455 }; /* the largest remaining length MQTT can encode */
+
+/* Decrements the pending count without wrapping below zero: a message
+ * counted as dropped may still complete later (see reconcile_drops). */
+static void pending_sub(struct wisp_mqtt *m, size_t n)
+{
+    size_t cur = atomic_load(&m->pending);
+    while (cur > 0 && !atomic_compare_exchange_weak(&m->pending, &cur, cur > n ? cur - n : 0)) {
+    }
+}
+
+static void sent_ok(struct wisp_mqtt *m)
+{
+    pending_sub(m, 1);
+    atomic_fetch_add(&m->st.delivered, 1);
+}
+
+static void sent_failed(struct wisp_mqtt *m, int code, int v5_reason)
+{
+    pending_sub(m, 1);
+    uint64_t n = atomic_fetch_add(&m->st.publish_failed, 1);
+    /* A dropped connection can fail thousands at once: log a sample. */
+    if (!atomic_load(&m->destroying) && (n == 0 || (n + 1) % 1000 == 0))
+        log_warn("publish failed (%llu so far): %s (code %d)%s%s", (unsigned long long)n + 1,
+                 mqtt_paho_err(code), code, v5_reason >= 0x80 ? "; broker: " : "",
+                 v5_reason >= 0x80 ? MQTTReasonCode_toString((enum MQTTReasonCodes)v5_reason) : "");
+}
+
+static void on_sent(void *ctx, MQTTAsync_successData *r)
+{
+    struct wisp_mqtt *m = ctx;
+    (void)r;
+    mqtt_cb_enter(m);
+    sent_ok(m);
+    mqtt_cb_leave(m);
+}
+
+static void on_sent5(void *ctx, MQTTAsync_successData5 *r)
+{
+    struct wisp_mqtt *m = ctx;
+    (void)r;
+    mqtt_cb_enter(m);
+    sent_ok(m);
+    mqtt_cb_leave(m);
+}
+
+static void on_send_failed(void *ctx, MQTTAsync_failureData *r)
+{
+    struct wisp_mqtt *m = ctx;
+    mqtt_cb_enter(m);
+    sent_failed(m, r ? r->code : MQTTASYNC_FAILURE, 0);
+    mqtt_cb_leave(m);
+}
+
+static void on_send_failed5(void *ctx, MQTTAsync_failureData5 *r)
+{
+    struct wisp_mqtt *m = ctx;
+    mqtt_cb_enter(m);
+    sent_failed(m, r ? r->code : MQTTASYNC_FAILURE, r ? (int)r->reasonCode : 0);
+    mqtt_cb_leave(m);
+}
+
+/* Paho drops the oldest buffered message without telling anyone when its
+ * buffer is full. Whatever we count as pending that Paho no longer holds was
+ * dropped. Paho is asked first: a completion between the two reads can only
+ * make us count too few, and the next call catches up. */
+static void reconcile_drops(struct wisp_mqtt *m)
+{
+    MQTTAsync_token *tokens = NULL;
+    if (MQTTAsync_getPendingTokens(m->client, &tokens) != MQTTASYNC_SUCCESS)
+        return;
+    size_t held = 0;
+    if (tokens) {
+        while (tokens[held] != -1)
+            held++;
+        MQTTAsync_free(tokens);
+    }
+    size_t mine = atomic_load(&m->pending);
+    if (mine <= held)
+        return;
+    pending_sub(m, mine - held);
+    atomic_fetch_add(&m->st.dropped_outgoing, mine - held);
+    uint64_t now = wisp_mono_ns();
+    if (now - m->drop_logged_ns >= 1000000000u) {
+        m->drop_logged_ns = now;
+        log_warn("outgoing buffer full (max_buffered %d): dropped the %zu oldest message(s), "
+                 "%llu so far",
+                 m->max_buffered, mine - held,
+                 (unsigned long long)atomic_load(&m->st.dropped_outgoing));
+    }
+}
+
+static int map_send_error(int rc)
+{
+    switch (rc) {
+    case MQTTASYNC_BAD_UTF8_STRING:
+    case MQTTASYNC_BAD_QOS:
+    case MQTTASYNC_NULL_PARAMETER:
+    case MQTTASYNC_BAD_STRUCTURE:
+        return -EINVAL;
+    case MQTTASYNC_MAX_BUFFERED_MESSAGES:
+        return -ENOBUFS;
+    case MQTTASYNC_DISCONNECTED:
+        return -ENOTCONN;
+    default:
+        return -EIO;
+    }
+}
+
+int wisp_mqtt_publish(struct wisp_mqtt *m, const char *topic, const void *payload, size_t len,
+                      int qos, int retain)
+{
+    const char *why = NULL;
+    if (!m || !topic || qos < 0 || qos > 2 || len > MQTT_MAX_PAYLOAD || (!payload && len))
+        return -EINVAL;
+    if (!wisp_topic_name_valid(topic, strlen(topic), &why)) {
+        log_debug("not publishing to '%s': %s", topic, why);
+        return -EINVAL;
+    }
+    MQTTAsync_message msg = MQTTAsync_message_initializer;
+    msg.payload = (void *)(len ? payload : ""); /* Paho copies it */
+    msg.payloadlen = (int)len;
+    msg.qos = qos;
+    msg.retained = retain != 0;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.context = m;
+    if (m->version == MQTTVERSION_5) {
+        ro.onSuccess5 = on_sent5;
+        ro.onFailure5 = on_send_failed5;
+    } else {
+        ro.onSuccess = on_sent;
+        ro.onFailure = on_send_failed;
+    }
+    atomic_fetch_add(&m->pending, 1);
+    int rc = MQTTAsync_sendMessage(m->client, topic, &msg, &ro);
+    if (rc != MQTTASYNC_SUCCESS) {
+        pending_sub(m, 1);
+        atomic_fetch_add(&m->st.publish_failed, 1);
+        log_debug("publish to '%s' refused: %s", topic, mqtt_paho_err(rc));
+        return map_send_error(rc);
+    }
+    atomic_fetch_add(&m->st.published, 1);
+    if (atomic_load(&m->pending) >= (size_t)m->max_buffered)
+        reconcile_drops(m);
+    return 0;
+}
+
+size_t wisp_mqtt_pending(const struct wisp_mqtt *m)
+{
+    return m ? atomic_load(&m->pending) : 0;
+}
+
+void wisp_mqtt_get_stats(const struct wisp_mqtt *m, struct wisp_mqtt_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!m)
+        return;
+    out->received = atomic_load(&m->st.received);
+    out->published = atomic_load(&m->st.published);
+    out->delivered = atomic_load(&m->st.delivered);
+    out->publish_failed = atomic_load(&m->st.publish_failed);
+    out->dropped_outgoing = atomic_load(&m->st.dropped_outgoing);
+    out->redelivery_deferred = atomic_load(&m->st.redelivery_deferred);
+    out->connects = atomic_load(&m->st.connects);
+    out->connection_lost = atomic_load(&m->st.connection_lost);
+    out->subscribe_failed = atomic_load(&m->st.subscribe_failed);
+    out->connected = atomic_load(&m->connected);
+}
