@@ -493,6 +493,7 @@ void wisp_mqtt_destroy(struct wisp_mqtt *m, int timeout_ms)
     for (int i = 0; i < 500 && atomic_load(&m->in_callback) > 0; i++)
         sleep_ms(2);
     mqtt_in_free(m);
+    mqtt_out_free(m);
     if (m->password)
         explicit_bzero(m->password, strlen(m->password));
     free(m->uri);

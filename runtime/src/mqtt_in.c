@@ -587,6 +587,7 @@ struct wisp_mqtt_msg *wisp_mqtt_take(struct wisp_mqtt *m)
         if (ev->kind != WISP_MQTT_MESSAGE)
             log_state(m, ev);
     mqtt_in_nudge(m);
+    mqtt_out_resend(m);
     return chain;
 }
 

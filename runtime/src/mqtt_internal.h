@@ -28,6 +28,8 @@ enum mqtt_link {
     LINK_DOWN, /* lost or never reached; Paho (and tick) keep retrying */
 };
 
+struct mqtt_out;
+
 struct mqtt_sub {
     char *filter;
     int qos;
@@ -66,6 +68,7 @@ struct wisp_mqtt {
     uint64_t arrivals;   /* messageArrived calls, to see whether a nudge drained one */
     int nudges;          /* nudges in flight */
     char tls_error[256]; /* last OpenSSL error Paho reported */
+    struct mqtt_out *resend_head, *resend_tail; /* QoS 1/2 cut off by a lost connection */
 
     /* Any thread. */
     struct mqtt_counters st;
@@ -119,5 +122,10 @@ void mqtt_in_nudge(struct wisp_mqtt *m);
 
 /* Frees the queue and the subscription set (destroy). */
 void mqtt_in_free(struct wisp_mqtt *m);
+
+/* mqtt_out.c: re-sends, once connected, the QoS 1/2 messages that a lost
+ * connection cut off; frees what is left at destroy. */
+void mqtt_out_resend(struct wisp_mqtt *m);
+void mqtt_out_free(struct wisp_mqtt *m);
 
 #endif

@@ -11,13 +11,16 @@
  *   MQTTAsync_getPendingTokens still holds.
  * - QoS 1 messages in flight when the connection drops are failed with
  *   MQTTASYNC_OPERATION_INCOMPLETE at the next clean-session connect and
- *   not resent: re-sending is the outbox's job.
+ *   not resent by Paho. We keep a copy of every QoS 1/2 message until it
+ *   completes and send such messages again once connected (at least once;
+ *   they may then follow messages published while the link was down).
  * - For QoS 0, onSuccess fires once the packet is written.
  */
 #define WISP_LOG_MODULE "mqtt"
 #include "mqtt.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -51,6 +54,115 @@ static void sent_failed(struct wisp_mqtt *m, int code, int v5_reason)
         log_warn("publish failed (%llu so far): %s (code %d)%s%s", (unsigned long long)n + 1,
                  mqtt_paho_err(code), code, v5_reason >= 0x80 ? "; broker: " : "",
                  v5_reason >= 0x80 ? MQTTReasonCode_toString((enum MQTTReasonCodes)v5_reason) : "");
+}
+
+/* A QoS 1/2 message kept until its delivery completes. */
+struct mqtt_out {
+    struct wisp_mqtt *m;
+    struct mqtt_out *next;
+    char *topic;
+    char *payload;
+    size_t len;
+    int qos, retain;
+};
+
+static void out_free(struct mqtt_out *o)
+{
+    free(o->topic);
+    free(o->payload);
+    free(o);
+}
+
+static int send_out(struct mqtt_out *o);
+
+static void out_done(void *ctx)
+{
+    struct mqtt_out *o = ctx;
+    struct wisp_mqtt *m = o->m;
+    mqtt_cb_enter(m);
+    sent_ok(m);
+    out_free(o);
+    mqtt_cb_leave(m);
+}
+
+static void on_out_sent(void *ctx, MQTTAsync_successData *r)
+{
+    (void)r;
+    out_done(ctx);
+}
+
+static void on_out_sent5(void *ctx, MQTTAsync_successData5 *r)
+{
+    (void)r;
+    out_done(ctx);
+}
+
+/* A connection that went away takes in-flight messages with it: those are
+ * kept (still pending) for mqtt_out_resend; other failures are final. */
+static void out_failed(struct mqtt_out *o, int code, int v5_reason)
+{
+    struct wisp_mqtt *m = o->m;
+    mqtt_cb_enter(m);
+    if ((code == MQTTASYNC_OPERATION_INCOMPLETE || code == MQTTASYNC_DISCONNECTED) &&
+        !atomic_load(&m->destroying)) {
+        pthread_mutex_lock(&m->lock);
+        o->next = NULL;
+        if (m->resend_tail)
+            m->resend_tail->next = o;
+        else
+            m->resend_head = o;
+        m->resend_tail = o;
+        pthread_mutex_unlock(&m->lock);
+        mqtt_signal(m);
+    } else {
+        sent_failed(m, code, v5_reason);
+        out_free(o);
+    }
+    mqtt_cb_leave(m);
+}
+
+static void on_out_failed(void *ctx, MQTTAsync_failureData *r)
+{
+    out_failed(ctx, r ? r->code : MQTTASYNC_FAILURE, 0);
+}
+
+static void on_out_failed5(void *ctx, MQTTAsync_failureData5 *r)
+{
+    out_failed(ctx, r ? r->code : MQTTASYNC_FAILURE, r ? (int)r->reasonCode : 0);
+}
+
+void mqtt_out_resend(struct wisp_mqtt *m)
+{
+    if (!atomic_load(&m->connected))
+        return;
+    pthread_mutex_lock(&m->lock);
+    struct mqtt_out *o = m->resend_head;
+    m->resend_head = m->resend_tail = NULL;
+    pthread_mutex_unlock(&m->lock);
+    size_t n = 0;
+    while (o) {
+        struct mqtt_out *next = o->next;
+        if (send_out(o) != 0) {
+            pending_sub(m, 1);
+            atomic_fetch_add(&m->st.publish_failed, 1);
+            out_free(o);
+        }
+        n++;
+        o = next;
+    }
+    if (n)
+        log_info("re-sent %zu QoS 1/2 message(s) that the lost connection cut off", n);
+}
+
+void mqtt_out_free(struct wisp_mqtt *m)
+{
+    struct mqtt_out *o = m->resend_head;
+    m->resend_head = m->resend_tail = NULL;
+    while (o) {
+        struct mqtt_out *next = o->next;
+        out_free(o);
+        o = next;
+    }
 }
 
 static void on_sent(void *ctx, MQTTAsync_successData *r)
@@ -134,20 +246,34 @@ static int map_send_error(int rc)
     }
 }
 
-int wisp_mqtt_publish(struct wisp_mqtt *m, const char *topic, const void *payload, size_t len,
-                      int qos, int retain)
+/* Hands a kept message to Paho; it stays owned by the callbacks. */
+static int send_out(struct mqtt_out *o)
 {
-    const char *why = NULL;
-    if (!m || !topic || qos < 0 || qos > 2 || len > MQTT_MAX_PAYLOAD || (!payload && len))
-        return -EINVAL;
-    if (!wisp_topic_name_valid(topic, strlen(topic), &why)) {
-        log_debug("not publishing to '%s': %s", topic, why);
-        return -EINVAL;
+    struct wisp_mqtt *m = o->m;
+    MQTTAsync_message msg = MQTTAsync_message_initializer;
+    msg.payload = o->len ? o->payload : "";
+    msg.payloadlen = (int)o->len;
+    msg.qos = o->qos;
+    msg.retained = o->retain != 0;
+    MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+    ro.context = o;
+    if (m->version == MQTTVERSION_5) {
+        ro.onSuccess5 = on_out_sent5;
+        ro.onFailure5 = on_out_failed5;
+    } else {
+        ro.onSuccess = on_out_sent;
+        ro.onFailure = on_out_failed;
     }
+    return MQTTAsync_sendMessage(m->client, o->topic, &msg, &ro);
+}
+
+static int send_qos0(struct wisp_mqtt *m, const char *topic, const void *payload, size_t len,
+                     int retain)
+{
     MQTTAsync_message msg = MQTTAsync_message_initializer;
     msg.payload = (void *)(len ? payload : ""); /* Paho copies it */
     msg.payloadlen = (int)len;
-    msg.qos = qos;
+    msg.qos = 0;
     msg.retained = retain != 0;
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     ro.context = m;
@@ -158,9 +284,38 @@ int wisp_mqtt_publish(struct wisp_mqtt *m, const char *topic, const void *payloa
         ro.onSuccess = on_sent;
         ro.onFailure = on_send_failed;
     }
+    return MQTTAsync_sendMessage(m->client, topic, &msg, &ro);
+}
+
+int wisp_mqtt_publish(struct wisp_mqtt *m, const char *topic, const void *payload, size_t len,
+                      int qos, int retain)
+{
+    const char *why = NULL;
+    if (!m || !topic || qos < 0 || qos > 2 || len > MQTT_MAX_PAYLOAD || (!payload && len))
+        return -EINVAL;
+    if (!wisp_topic_name_valid(topic, strlen(topic), &why)) {
+        log_debug("not publishing to '%s': %s", topic, why);
+        return -EINVAL;
+    }
+    struct mqtt_out *o = NULL;
+    if (qos > 0) {
+        o = calloc(1, sizeof(*o));
+        if (!o || !(o->topic = wisp_strndup(topic, strlen(topic))) ||
+            !(o->payload = wisp_strndup(payload ? payload : "", len))) {
+            if (o)
+                out_free(o);
+            return -ENOMEM;
+        }
+        o->m = m;
+        o->len = len;
+        o->qos = qos;
+        o->retain = retain;
+    }
     atomic_fetch_add(&m->pending, 1);
-    int rc = MQTTAsync_sendMessage(m->client, topic, &msg, &ro);
+    int rc = o ? send_out(o) : send_qos0(m, topic, payload, len, retain);
     if (rc != MQTTASYNC_SUCCESS) {
+        if (o)
+            out_free(o);
         pending_sub(m, 1);
         atomic_fetch_add(&m->st.publish_failed, 1);
         log_debug("publish to '%s' refused: %s", topic, mqtt_paho_err(rc));

@@ -171,7 +171,9 @@ void wisp_pool_set_functions(struct wisp_pool *p, struct wisp_fnspec **specs, si
 {
     /* Active functions absent from the new set are removed first, while
      * every spec in the new set is still alive to compare names with. */
-    for (struct fn *fn = p->fns; fn; fn = fn->next) {
+    struct fn *next;
+    for (struct fn *fn = p->fns; fn; fn = next) {
+        next = fn->next; /* retire() may free fn */
         if (fn->retired)
             continue;
         bool present = false;
@@ -206,11 +208,9 @@ void wisp_pool_set_functions(struct wisp_pool *p, struct wisp_fnspec **specs, si
         fn->next = p->fns;
         p->fns = fn;
     }
-    struct fn *fn = p->fns;
-    while (fn) {
-        struct fn *next = fn->next;
+    for (struct fn *fn = p->fns; fn; fn = next) {
+        next = fn->next;
         wisp_pool_fn_maybe_free(p, fn);
-        fn = next;
     }
     wisp_pool_schedule(p);
 }

@@ -16,12 +16,14 @@
 
 /* How long past its own timeout an executor may take before it is killed:
  * the engine's hook normally answers within a millisecond of the deadline,
- * so this only matters for code stuck inside C (a backtracking pattern). */
+ * so this only matters for code stuck inside C (a backtracking pattern).
+ * The floor keeps a briefly descheduled executor on a busy machine from
+ * being killed for the scheduler's delay rather than its own. */
 static uint64_t grace_ms(uint32_t timeout_ms)
 {
-    uint64_t g = timeout_ms / 4;
-    if (g < 20)
-        g = 20;
+    uint64_t g = timeout_ms / 2;
+    if (g < 200)
+        g = 200;
     if (g > 1000)
         g = 1000;
     return g;
@@ -145,12 +147,14 @@ void wisp_exe_stop(struct exe *e, bool kill_it, enum wisp_outcome outcome, const
     }
     bool cold = e->cold;
     uint64_t init_ns = e->init_ns;
+    uint64_t started_ns = e->started_ns;
     wisp_buf_fini(&e->rb);
     free(e);
     if (ev) {
         struct wisp_result res;
         wisp_result_init(&res);
         wisp_result_set_error(&res, outcome, msg ? msg : "executor stopped");
+        res.duration_ns = wisp_mono_ns() - started_ns;
         wisp_pool_finish(p, fn, ev, &res, cold, init_ns);
         wisp_result_fini(&res);
     }

@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+# Wisp in one command: installs what is missing, builds, starts a private
+# mosquitto on a free loopback port and wispd with the functions in
+# examples/, feeds simulated sensor readings over MQTT, shows what the
+# functions publish, and ends with a one-screen summary.
+#
+#   scripts/quickstart.sh                 run for 20 seconds
+#   scripts/quickstart.sh --duration 60   or longer (Ctrl-C stops early)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+duration=20
+while [ $# -gt 0 ]; do
+  case $1 in
+    --duration) duration=$2; shift 2 ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) echo "quickstart: unknown option $1" >&2; exit 2 ;;
+  esac
+done
+
+scripts/install-deps.sh
+echo "== building"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc)" --target wispd wisp >/dev/null
+wispd=$root/build/runtime/wispd
+wisp=$root/build/runtime/wisp
+
+source tests/lib/broker.sh
+test_tmp_init
+stop_all() {
+  [ -n "${sim_pid:-}" ] && kill "$sim_pid" 2>/dev/null
+  [ -n "${wispd_pid:-}" ] && kill -TERM "$wispd_pid" 2>/dev/null && wait "$wispd_pid" 2>/dev/null
+  test_cleanup
+}
+trap stop_all EXIT
+trap 'echo; echo "== stopping (Ctrl-C)"; exit 0' INT
+
+echo "== checking the example functions"
+"$wisp" validate examples
+
+broker_start
+echo "== mosquitto listening on $BROKER_URI"
+
+log=$TEST_TMP/wispd.log
+"$wispd" --functions examples --broker "$BROKER_URI" --data "$TEST_TMP/data" \
+  --device quickstart >"$log" 2>&1 &
+wispd_pid=$!
+wait_for 10 "wispd ready" grep -q 'msg="ready' "$log" || { cat "$log"; exit 1; }
+grep -o 'msg="ready[^"]*"' "$log" | sed 's/^/== wispd /'
+
+# Everything the functions publish, as it happens.
+mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -v -t 'alerts/#' -t 'readings/#' -t 'csv/#' \
+  -t 'wisp/dlq/#' >"$TEST_TMP/outputs" &
+track_pid $!
+tail -n +1 -f "$TEST_TMP/outputs" | sed -u 's/^/  out  /' &
+track_pid $!
+
+# Simulated sensors: three rooms drifting around their own base temperature,
+# the kitchen crossing the alert threshold now and then, a humidity sensor,
+# and, every few seconds, a broken reading that the alert function rejects
+# (it is retried, then dead-lettered to wisp/dlq/temp-alert).
+simulate() {
+  local i=0 rooms=(kitchen hall attic) base=(27 21 17)
+  while :; do
+    for r in 0 1 2; do
+      # A triangle wave of +-5 C with a period of 40 readings, per room.
+      local phase=$(( (i + r * 13) % 40 )) delta
+      delta=$(( phase < 20 ? phase - 10 : 30 - phase ))
+      local t=$(( base[r] * 10 + delta * 5 ))
+      mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -q 1 -t "sensors/${rooms[r]}/temp" \
+        -m "{\"dev\":\"${rooms[r]}\",\"temp\":$((t / 10)).$((t % 10))}"
+    done
+    mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -t sensors/hall/humidity -m "{\"humidity\":$((40 + i % 7))}"
+    if (( i % 15 == 7 )); then
+      mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -q 1 -t sensors/garage/temp -m 'sensor fault'
+    fi
+    i=$((i + 1))
+    sleep 0.5
+  done
+}
+simulate &
+sim_pid=$!
+echo "== simulated sensors publishing to sensors/<room>/temp for ${duration}s; outputs:"
+sleep "$duration" || true
+kill "$sim_pid" 2>/dev/null || true
+sim_pid=
+sleep 1
+
+echo
+echo "== stopping wispd (SIGTERM: finish accepted work, then exit)"
+pss_kb=0
+for p in $wispd_pid $(pgrep -P "$wispd_pid") $(pgrep -P "$(pgrep -P "$wispd_pid" | head -1)" 2>/dev/null); do
+  v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0)
+  pss_kb=$((pss_kb + ${v:-0}))
+done
+kill -TERM "$wispd_pid"
+rc=0
+wait "$wispd_pid" || rc=$?
+wispd_pid=
+
+echo
+echo "================================ summary ================================"
+printf '%-14s %8s %6s %7s %8s %9s %7s\n' function invoked ok errors timeouts cold p50_ms
+for fn in $(grep -o 'mod=report fn=[^ ]*' "$log" | cut -d= -f3 | sort -u); do
+  lines=$(grep "mod=report fn=$fn " "$log")
+  n=$(grep -c '' <<<"$lines")
+  ok=$(grep -c 'outcome=ok' <<<"$lines" || true)
+  to=$(grep -c 'outcome=timeout' <<<"$lines" || true)
+  cold=$(grep -c 'cold=1' <<<"$lines" || true)
+  p50=$(grep -o 'duration_ms=[0-9.]*' <<<"$lines" | cut -d= -f2 | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+  printf '%-14s %8d %6d %7d %8d %9d %7s\n' "$fn" "$n" "$ok" "$((n - ok - to))" "$to" "$cold" "$p50"
+done
+echo
+printf 'messages published by the functions: %s (alerts %s, readings %s, csv %s, dead letters %s)\n' \
+  "$(grep -c '' "$TEST_TMP/outputs")" "$(grep -c '^alerts/' "$TEST_TMP/outputs" || true)" \
+  "$(grep -c '^readings/' "$TEST_TMP/outputs" || true)" "$(grep -c '^csv/' "$TEST_TMP/outputs" || true)" \
+  "$(grep -c '^wisp/dlq/' "$TEST_TMP/outputs" || true)"
+printf 'wispd memory (PSS, supervisor + zygote + warm executors): %d KiB\n' "$pss_kb"
+printf 'wispd exit status after SIGTERM: %d\n' "$rc"
+echo "a sample REPORT line:"
+grep -m1 'mod=report' "$log" | sed 's/^/  /'
+echo "full wispd log: kept only for this run ($log is removed on exit)"
+echo "========================================================================="
+exit "$rc"

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# wisp run / wisp validate as a user runs them: no broker, same executor,
+# sandbox and limits as wispd.
+set -euo pipefail
+: "${WISP:?}" "${WISPD:?}" "${WISP_SOURCE_DIR:?}"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+ex=$WISP_SOURCE_DIR/examples
+
+# A hot reading alerts; stdout is exactly the published message.
+out=$("$WISP" run "$ex/temp-alert" --event '{"dev":"kitchen","temp":31.5}' 2>"$tmp/err")
+grep -q '^alerts/kitchen qos=1 retain=false {.*"temp":31.5' <<<"$out" || fail "no alert: $out"
+grep -q 'level=warn mod=fn fn=temp-alert .*kitchen is at 31.5' "$tmp/err" || fail "ctx.log line missing"
+grep -q 'mod=report fn=temp-alert .*outcome=ok .*cold=1 init_ms=' "$tmp/err" || fail "REPORT missing"
+
+# A cool reading publishes nothing; --event @file and --topic work.
+echo '{"temp": 12}' >"$tmp/ev.json"
+out=$("$WISP" run "$ex/unit-convert" --event @"$tmp/ev.json" --topic sensors/attic/temp 2>/dev/null)
+grep -q '^readings/attic/temp ' <<<"$out" || fail "unit-convert: $out"
+grep -q '"f":53.6' <<<"$out" || fail "unit-convert value: $out"
+out=$("$WISP" run "$ex/temp-alert" --event '{"temp": 12}' 2>/dev/null)
+[ -z "$out" ] || fail "a cool reading published: $out"
+
+# A handler error exits 1 with a traceback naming the line.
+rc=0
+"$WISP" run "$ex/temp-alert" --event 'not json' >/dev/null 2>"$tmp/err" || rc=$?
+[ "$rc" -eq 1 ] || fail "handler error exit $rc"
+grep -q 'outcome=error error="handler.lua:[0-9]*: expected' "$tmp/err" || fail "no traceback: $(cat "$tmp/err")"
+
+# Limits hold in wisp run too; a stuck C call is killed.
+mkdir -p "$tmp/stuck"
+echo '{"name":"stuck","triggers":[{"type":"mqtt","topic":"x"}],"limits":{"timeout_ms":100}}' >"$tmp/stuck/function.json"
+echo "return function() string.rep('a', 5000):find(string.rep('a-', 40) .. 'b') end" >"$tmp/stuck/handler.lua"
+start=$(date +%s%N)
+rc=0
+"$WISP" run "$tmp/stuck" >/dev/null 2>"$tmp/err" || rc=$?
+ms=$(( ($(date +%s%N) - start) / 1000000 ))
+[ "$rc" -eq 1 ] || fail "stuck: exit $rc"
+grep -q 'outcome=timeout' "$tmp/err" || fail "stuck: no timeout outcome"
+[ "$ms" -lt 5000 ] || fail "stuck handler was not killed promptly (${ms} ms)"
+
+# Invalid functions exit 2 with path:field: message.
+mkdir -p "$tmp/bad"
+echo '{"name":"bad","triggers":[],"bogus":1}' >"$tmp/bad/function.json"
+echo 'return function() end' >"$tmp/bad/handler.lua"
+rc=0
+"$WISP" run "$tmp/bad" 2>"$tmp/err" || rc=$?
+[ "$rc" -eq 2 ] || fail "invalid function exit $rc"
+grep -q "$tmp/bad/function.json:" "$tmp/err" || fail "no path in: $(cat "$tmp/err")"
+
+# validate: the examples are fine, the bad one is not.
+"$WISP" validate "$ex" >"$tmp/out" || fail "examples do not validate"
+[ "$(grep -c '^ok ' "$tmp/out")" -ge 3 ] || fail "expected 3 ok lines"
+rc=0
+"$WISP" validate "$tmp/bad" "$ex/csv-line" >"$tmp/out" 2>"$tmp/err" || rc=$?
+[ "$rc" -eq 1 ] || fail "validate of a bad function exit $rc"
+grep -q '^ok csv-line ' "$tmp/out" || fail "csv-line not ok"
+grep -q '^invalid .*bad/function.json:' "$tmp/err" || fail "no invalid line"
+
+# --help everywhere.
+"$WISP" --help | grep -q 'Usage: wisp' || fail "wisp --help"
+"$WISP" run --help | grep -q 'Usage: wisp run' || fail "wisp run --help"
+"$WISP" validate --help | grep -q 'Usage: wisp validate' || fail "wisp validate --help"
+"$WISPD" --help | grep -q 'mqtt.tls.ca' || fail "wispd --help lacks the settings reference"
+echo "wisp_cli: 1 passed, 0 failed"
