@@ -1,13 +1,43 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs the whole ctest suite.
-#   scripts/test.sh              everything
-#   scripts/test.sh -L unit      any ctest arguments are passed through
-# Environment: BUILD_DIR (default build), WISP_SANITIZE (e.g. address,undefined).
+# Installs what is missing, builds, and runs the whole ctest suite: the
+# regular build, the same suite under AddressSanitizer + UndefinedBehavior-
+# Sanitizer, and the libFuzzer target built with clang.
+#
+#   scripts/test.sh                 everything
+#   scripts/test.sh -L unit         only the regular build, with these ctest arguments
+#   WISP_TEST_PASSES="plain" scripts/test.sh     choose passes: plain, asan, fuzz
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
-build=${BUILD_DIR:-build}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWISP_SANITIZE="${WISP_SANITIZE:-}" >/dev/null
-cmake --build "$build" -j"$(nproc)"
-cd "$build"
-ctest --output-on-failure -j2 "$@"
+
+passes=${WISP_TEST_PASSES:-plain asan fuzz}
+[ $# -gt 0 ] && passes=plain
+jobs=$(nproc)
+status=0
+
+run_pass() {
+  local name=$1 dir=$2; shift 2
+  echo "== $name: configure and build in $dir"
+  cmake -S . -B "$dir" "$@" >/dev/null
+  cmake --build "$dir" -j"$jobs" >/dev/null
+}
+
+for pass in $passes; do
+  case $pass in
+    plain)
+      run_pass plain build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DWISP_SANITIZE=
+      (cd build && ctest --output-on-failure -j2 "$@") || status=1 ;;
+    asan)
+      run_pass asan build-asan -DCMAKE_BUILD_TYPE=Debug -DWISP_SANITIZE=address,undefined
+      (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j2 -LE 'fuzz|bench') || status=1 ;;
+    fuzz)
+      if command -v clang >/dev/null; then
+        CC=clang run_pass fuzz build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang
+        (cd build-fuzz && ctest --output-on-failure -L fuzz) || status=1
+      else
+        echo "== fuzz: clang not installed, skipped"
+      fi ;;
+    *) echo "test.sh: unknown pass $pass" >&2; exit 2 ;;
+  esac
+done
+exit $status

@@ -31,6 +31,7 @@
 #include "mqtt.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -255,8 +256,11 @@ static int create_client(struct wisp_mqtt *m, char *err, size_t errlen)
     MQTTAsync_createOptions co = MQTTAsync_createOptions_initializer;
     co.sendWhileDisconnected = 1;
     co.allowDisconnectedSendAtAnyTime = 1;
-    co.maxBufferedMessages = m->max_buffered;
-    co.deleteOldestMessages = 1;
+    /* We enforce max_buffered ourselves (wisp_mqtt_publish refuses new
+     * messages past it): Paho's own limit drops the oldest message without
+     * any callback, which would strand the copy we keep of it. */
+    co.maxBufferedMessages = m->max_buffered > INT_MAX / 2 - 1024 ? INT_MAX : m->max_buffered * 2 + 1024;
+    co.deleteOldestMessages = 0;
     co.restoreMessages = 0;
     co.MQTTVersion = m->version;
     int rc = MQTTAsync_createWithOptions(&m->client, m->paho_uri, m->client_id,

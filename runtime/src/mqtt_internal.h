@@ -68,6 +68,7 @@ struct wisp_mqtt {
     uint64_t arrivals;   /* messageArrived calls, to see whether a nudge drained one */
     int nudges;          /* nudges in flight */
     char tls_error[256]; /* last OpenSSL error Paho reported */
+    struct mqtt_out *live_head;                 /* QoS 1/2 handed to Paho, not completed */
     struct mqtt_out *resend_head, *resend_tail; /* QoS 1/2 cut off by a lost connection */
 
     /* Any thread. */

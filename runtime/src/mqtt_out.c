@@ -6,9 +6,10 @@
  *   (allowDisconnectedSendAtAnyTime), wait in Paho's command queue and are
  *   sent after the reconnect, also with a clean session.
  * - When maxBufferedMessages is reached, Paho drops the oldest buffered
- *   message (deleteOldestMessages) WITHOUT calling any callback for it. We
- *   find such drops by comparing our pending count with what
- *   MQTTAsync_getPendingTokens still holds.
+ *   message (deleteOldestMessages) WITHOUT calling any callback for it. So
+ *   Paho's limit is set well above ours and wisp_mqtt_publish refuses new
+ *   messages while max_buffered of them wait for a connection: every
+ *   message handed to Paho then completes through a callback.
  * - QoS 1 messages in flight when the connection drops are failed with
  *   MQTTASYNC_OPERATION_INCOMPLETE at the next clean-session connect and
  *   not resent by Paho. We keep a copy of every QoS 1/2 message until it
@@ -59,7 +60,7 @@ static void sent_failed(struct wisp_mqtt *m, int code, int v5_reason)
 /* A QoS 1/2 message kept until its delivery completes. */
 struct mqtt_out {
     struct wisp_mqtt *m;
-    struct mqtt_out *next;
+    struct mqtt_out *prev, *next; /* in live_head, or next only in the resend list */
     char *topic;
     char *payload;
     size_t len;
@@ -75,11 +76,36 @@ static void out_free(struct mqtt_out *o)
 
 static int send_out(struct mqtt_out *o);
 
+/* Under m->lock. Every kept message is on the live list while Paho holds
+ * it, so destroy can free the ones no callback will ever complete. */
+static void live_add(struct wisp_mqtt *m, struct mqtt_out *o)
+{
+    o->prev = NULL;
+    o->next = m->live_head;
+    if (m->live_head)
+        m->live_head->prev = o;
+    m->live_head = o;
+}
+
+static void live_remove(struct wisp_mqtt *m, struct mqtt_out *o)
+{
+    if (o->prev)
+        o->prev->next = o->next;
+    else
+        m->live_head = o->next;
+    if (o->next)
+        o->next->prev = o->prev;
+    o->prev = o->next = NULL;
+}
+
 static void out_done(void *ctx)
 {
     struct mqtt_out *o = ctx;
     struct wisp_mqtt *m = o->m;
     mqtt_cb_enter(m);
+    pthread_mutex_lock(&m->lock);
+    live_remove(m, o);
+    pthread_mutex_unlock(&m->lock);
     sent_ok(m);
     out_free(o);
     mqtt_cb_leave(m);
@@ -103,6 +129,9 @@ static void out_failed(struct mqtt_out *o, int code, int v5_reason)
 {
     struct wisp_mqtt *m = o->m;
     mqtt_cb_enter(m);
+    pthread_mutex_lock(&m->lock);
+    live_remove(m, o);
+    pthread_mutex_unlock(&m->lock);
     if ((code == MQTTASYNC_OPERATION_INCOMPLETE || code == MQTTASYNC_DISCONNECTED) &&
         !atomic_load(&m->destroying)) {
         pthread_mutex_lock(&m->lock);
@@ -154,15 +183,21 @@ void mqtt_out_resend(struct wisp_mqtt *m)
         log_info("re-sent %zu QoS 1/2 message(s) that the lost connection cut off", n);
 }
 
-void mqtt_out_free(struct wisp_mqtt *m)
+static void free_chain(struct mqtt_out *o)
 {
-    struct mqtt_out *o = m->resend_head;
-    m->resend_head = m->resend_tail = NULL;
     while (o) {
         struct mqtt_out *next = o->next;
         out_free(o);
         o = next;
     }
+}
+
+/* After MQTTAsync_destroy: no callback can run any more. */
+void mqtt_out_free(struct wisp_mqtt *m)
+{
+    free_chain(m->resend_head);
+    free_chain(m->live_head);
+    m->resend_head = m->resend_tail = m->live_head = NULL;
 }
 
 static void on_sent(void *ctx, MQTTAsync_successData *r)
@@ -199,36 +234,6 @@ static void on_send_failed5(void *ctx, MQTTAsync_failureData5 *r)
     mqtt_cb_leave(m);
 }
 
-/* Paho drops the oldest buffered message without telling anyone when its
- * buffer is full. Whatever we count as pending that Paho no longer holds was
- * dropped. Paho is asked first: a completion between the two reads can only
- * make us count too few, and the next call catches up. */
-static void reconcile_drops(struct wisp_mqtt *m)
-{
-    MQTTAsync_token *tokens = NULL;
-    if (MQTTAsync_getPendingTokens(m->client, &tokens) != MQTTASYNC_SUCCESS)
-        return;
-    size_t held = 0;
-    if (tokens) {
-        while (tokens[held] != -1)
-            held++;
-        MQTTAsync_free(tokens);
-    }
-    size_t mine = atomic_load(&m->pending);
-    if (mine <= held)
-        return;
-    pending_sub(m, mine - held);
-    atomic_fetch_add(&m->st.dropped_outgoing, mine - held);
-    uint64_t now = wisp_mono_ns();
-    if (now - m->drop_logged_ns >= 1000000000u) {
-        m->drop_logged_ns = now;
-        log_warn("outgoing buffer full (max_buffered %d): dropped the %zu oldest message(s), "
-                 "%llu so far",
-                 m->max_buffered, mine - held,
-                 (unsigned long long)atomic_load(&m->st.dropped_outgoing));
-    }
-}
-
 static int map_send_error(int rc)
 {
     switch (rc) {
@@ -250,6 +255,9 @@ static int map_send_error(int rc)
 static int send_out(struct mqtt_out *o)
 {
     struct wisp_mqtt *m = o->m;
+    pthread_mutex_lock(&m->lock);
+    live_add(m, o);
+    pthread_mutex_unlock(&m->lock);
     MQTTAsync_message msg = MQTTAsync_message_initializer;
     msg.payload = o->len ? o->payload : "";
     msg.payloadlen = (int)o->len;
@@ -264,7 +272,13 @@ static int send_out(struct mqtt_out *o)
         ro.onSuccess = on_out_sent;
         ro.onFailure = on_out_failed;
     }
-    return MQTTAsync_sendMessage(m->client, o->topic, &msg, &ro);
+    int rc = MQTTAsync_sendMessage(m->client, o->topic, &msg, &ro);
+    if (rc != MQTTASYNC_SUCCESS) {
+        pthread_mutex_lock(&m->lock);
+        live_remove(m, o);
+        pthread_mutex_unlock(&m->lock);
+    }
+    return rc;
 }
 
 static int send_qos0(struct wisp_mqtt *m, const char *topic, const void *payload, size_t len,
@@ -297,6 +311,17 @@ int wisp_mqtt_publish(struct wisp_mqtt *m, const char *topic, const void *payloa
         log_debug("not publishing to '%s': %s", topic, why);
         return -EINVAL;
     }
+    if (!atomic_load(&m->connected) && atomic_load(&m->pending) >= (size_t)m->max_buffered) {
+        uint64_t n = atomic_fetch_add(&m->st.dropped_outgoing, 1) + 1;
+        uint64_t now = wisp_mono_ns();
+        if (now - m->drop_logged_ns >= 1000000000u) {
+            m->drop_logged_ns = now;
+            log_warn("offline buffer full (mqtt.max_buffered %d): message to %s dropped, %llu so "
+                     "far",
+                     m->max_buffered, topic, (unsigned long long)n);
+        }
+        return -ENOBUFS;
+    }
     struct mqtt_out *o = NULL;
     if (qos > 0) {
         o = calloc(1, sizeof(*o));
@@ -322,8 +347,6 @@ int wisp_mqtt_publish(struct wisp_mqtt *m, const char *topic, const void *payloa
         return map_send_error(rc);
     }
     atomic_fetch_add(&m->st.published, 1);
-    if (atomic_load(&m->pending) >= (size_t)m->max_buffered)
-        reconcile_drops(m);
     return 0;
 }
 

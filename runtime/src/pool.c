@@ -215,6 +215,14 @@ void wisp_pool_set_functions(struct wisp_pool *p, struct wisp_fnspec **specs, si
     wisp_pool_schedule(p);
 }
 
+size_t wisp_pool_count(const struct wisp_pool *p)
+{
+    size_t n = 0;
+    for (const struct fn *fn = p->fns; fn; fn = fn->next)
+        n += !fn->retired;
+    return n;
+}
+
 void wisp_pool_foreach(struct wisp_pool *p, void (*cb)(void *ud, const struct wisp_fnspec *spec),
                        void *ud)
 {

@@ -66,6 +66,9 @@ void wisp_pool_destroy(struct wisp_pool *pool);
  * removed one finishes what it had and goes. */
 void wisp_pool_set_functions(struct wisp_pool *pool, struct wisp_fnspec **specs, size_t n);
 
+/* The number of active functions. */
+size_t wisp_pool_count(const struct wisp_pool *pool);
+
 /* Calls cb for every active function. */
 void wisp_pool_foreach(struct wisp_pool *pool, void (*cb)(void *ud, const struct wisp_fnspec *spec),
                        void *ud);

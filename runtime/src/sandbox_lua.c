@@ -11,6 +11,8 @@
  */
 #include "sandbox_lua.h"
 
+#include "json_numbers.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdbool.h>
@@ -374,6 +376,7 @@ static int guarded_decode(lua_State *L)
         lua_pop(L, 1);
         return json_out_of_memory(L, hooks);
     }
+    wisp_json_integers(L, -1);
     return 1;
 }
 

@@ -101,15 +101,15 @@ static void on_mqtt(void *ud, int fd, uint32_t events)
     size_t max_payload = (size_t)s->cfg->max_payload_kb * 1024u;
     for (struct wisp_mqtt_msg *m = chain; m; m = m->next) {
         if (m->kind == WISP_MQTT_CONNECTED) {
+            /* The MQTT module logs every (re)connect and loss; the
+             * supervisor adds the one line that says wispd is serving. */
             if (!s->ready)
-                log_info("ready: connected to %s %.1f ms after start", s->cfg->broker,
+                log_info("ready: %zu function(s) serving, connected %.1f ms after start",
+                         wisp_pool_count(s->pool),
                          (double)(wisp_mono_ns() - s->started_ns) / 1e6);
-            else
-                log_info("connected to %s again", s->cfg->broker);
             s->ready = true;
         } else if (m->kind == WISP_MQTT_LOST) {
-            log_warn("broker %s unreachable: %s; retrying", s->cfg->broker,
-                     m->reason ? m->reason : "connection lost");
+            continue;
         } else if (m->payload_len > max_payload) {
             if (s->oversize++ % 100 == 0)
                 log_warn("dropped a %zu-byte message on %s: larger than events.max_payload_kb "
