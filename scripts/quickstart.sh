@@ -49,6 +49,7 @@ wait_for 10 "wispd ready" grep -q 'msg="ready' "$log" || { cat "$log"; exit 1; }
 grep -o 'msg="ready[^"]*"' "$log" | sed 's/^/== wispd /'
 
 # Everything the functions publish, as it happens.
+: >"$TEST_TMP/outputs"
 mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -v -t 'alerts/#' -t 'readings/#' -t 'csv/#' \
   -t 'wisp/dlq/#' >"$TEST_TMP/outputs" &
 track_pid $!
@@ -60,11 +61,11 @@ track_pid $!
 # and, every few seconds, a broken reading that the alert function rejects
 # (it is retried, then dead-lettered to wisp/dlq/temp-alert).
 simulate() {
-  local i=0 rooms=(kitchen hall attic) base=(27 21 17)
+  local i=0 rooms=(kitchen hall attic) base=(28 21 17)
   while :; do
     for r in 0 1 2; do
       # A triangle wave of +-5 C with a period of 40 readings, per room.
-      local phase=$(( (i + r * 13) % 40 )) delta
+      local phase=$(( (i + 10 + r * 13) % 40 )) delta
       delta=$(( phase < 20 ? phase - 10 : 30 - phase ))
       local t=$(( base[r] * 10 + delta * 5 ))
       mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -q 1 -t "sensors/${rooms[r]}/temp" \
