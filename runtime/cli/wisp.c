@@ -17,33 +17,33 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out, "Usage: wisp <command> [options]\n"
-                 "\n"
-                 "Commands:\n"
-                 "  run DIR [--event JSON|@FILE] [--topic TOPIC] [--log-level L]\n"
-                 "        run the function in DIR once, print what it published and logged;\n"
-                 "        exits 1 when the handler fails\n"
-                 "  validate DIR...\n"
-                 "        check function folders (or folders of them) without running them\n"
-                 "  version\n"
-                 "\n"
-                 "Run `wisp <command> --help` for a command's options.\n");
+    (void)fprintf(out, "Usage: wisp <command> [options]\n"
+                       "\n"
+                       "Commands:\n"
+                       "  run DIR [--event JSON|@FILE] [--topic TOPIC] [--log-level L]\n"
+                       "        run the function in DIR once, print what it published and logged;\n"
+                       "        exits 1 when the handler fails\n"
+                       "  validate DIR...\n"
+                       "        check function folders (or folders of them) without running them\n"
+                       "  version\n"
+                       "\n"
+                       "Run `wisp <command> --help` for a command's options.\n");
 }
 
 static void run_usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: wisp run DIR [--event JSON|@FILE] [--topic TOPIC] [--log-level L]\n"
-            "\n"
-            "  DIR            a function folder (function.json + handler)\n"
-            "  --event JSON   the event payload, inline or @file (default: {})\n"
-            "  --topic TOPIC  event.subject (default: the first MQTT trigger's filter with\n"
-            "                 wildcards replaced by \"test\")\n"
-            "  --log-level L  debug, info (default), warn or error\n"
-            "\n"
-            "Published messages go to stdout, one per line: TOPIC qos=N retain=B PAYLOAD.\n"
-            "Logs and the REPORT line go to stderr. Exit status: 0 ok, 1 handler failed,\n"
-            "2 bad usage or invalid function.\n");
+    (void)fprintf(out,
+                  "Usage: wisp run DIR [--event JSON|@FILE] [--topic TOPIC] [--log-level L]\n"
+                  "\n"
+                  "  DIR            a function folder (function.json + handler)\n"
+                  "  --event JSON   the event payload, inline or @file (default: {})\n"
+                  "  --topic TOPIC  event.subject (default: the first MQTT trigger's filter with\n"
+                  "                 wildcards replaced by \"test\")\n"
+                  "  --log-level L  debug, info (default), warn or error\n"
+                  "\n"
+                  "Published messages go to stdout, one per line: TOPIC qos=N retain=B PAYLOAD.\n"
+                  "Logs and the REPORT line go to stderr. Exit status: 0 ok, 1 handler failed,\n"
+                  "2 bad usage or invalid function.\n");
 }
 
 struct run_state {
@@ -56,9 +56,12 @@ static int print_publish(void *ud, const char *topic, const void *payload, size_
 {
     (void)ud;
     printf("%s qos=%d retain=%s ", topic, qos, retain ? "true" : "false");
-    fwrite(payload, 1, len, stdout);
+    size_t written = fwrite(payload, 1, len, stdout);
     putchar('\n');
-    fflush(stdout);
+    /* A short write or failed flush (closed pipe, full disk) is reported to
+     * the pool as a failed publish rather than lost silently. */
+    if (fflush(stdout) != 0 || written != len)
+        return -EIO;
     return 0;
 }
 
@@ -81,7 +84,7 @@ static void default_subject(const struct wisp_fnspec *spec, char *out, size_t ca
             f = spec->triggers[i].topic;
     }
     if (!f) {
-        snprintf(out, cap, "wisp/run");
+        (void)snprintf(out, cap, "wisp/run");
         return;
     }
     size_t o = 0;
@@ -103,14 +106,13 @@ static int read_event(const char *arg, char **payload, size_t *len)
         *len = strlen(arg);
         return *payload ? 0 : -ENOMEM;
     }
-    int rc = wisp_read_file(arg + 1, 64u * 1024u * 1024u, payload, len);
+    int rc = wisp_read_file(arg + 1, (size_t)64 * 1024 * 1024, payload, len);
     if (rc)
-        fprintf(stderr, "wisp run: --event %s: %s\n", arg, strerror(-rc));
+        (void)fprintf(stderr, "wisp run: --event %s: %s\n", arg, strerror(-rc));
     return rc;
 }
 
-static int run_once(struct wisp_fnspec *spec, const char *subject, const char *payload,
-                    size_t len)
+static int run_once(struct wisp_fnspec *spec, const char *subject, const char *payload, size_t len)
 {
     struct wisp_loop *loop = NULL;
     struct wisp_pool *pool = NULL;
@@ -118,7 +120,7 @@ static int run_once(struct wisp_fnspec *spec, const char *subject, const char *p
     char id[40];
     const char *name = spec->name;
     char name_copy[WISP_MAX_NAME_LEN + 1];
-    snprintf(name_copy, sizeof(name_copy), "%s", name);
+    (void)snprintf(name_copy, sizeof(name_copy), "%s", name);
     /* One attempt: retries and dead letters are wispd's business. */
     spec->retry_max = 0;
     free(spec->retry_dead_letter);
@@ -130,13 +132,13 @@ static int run_once(struct wisp_fnspec *spec, const char *subject, const char *p
                                     .on_report = on_report,
                                     .ud = &st};
     if (wisp_loop_create(&loop) != 0 || wisp_pool_create(loop, &pc, &hooks, &pool) != 0) {
-        fprintf(stderr, "wisp run: cannot set up: %s\n", strerror(errno));
+        (void)fprintf(stderr, "wisp run: cannot set up: %s\n", strerror(errno));
         wisp_fnspec_destroy(spec);
         goto out;
     }
     wisp_pool_set_functions(pool, &spec, 1);
     if (wisp_pool_submit_to(pool, name_copy, subject, payload, len, id) != 0) {
-        fprintf(stderr, "wisp run: cannot queue the event\n");
+        (void)fprintf(stderr, "wisp run: cannot queue the event\n");
         goto out;
     }
     while (!st.done) {
@@ -167,14 +169,14 @@ static int cmd_run(int argc, char **argv)
         } else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) {
             int l = wisp_log_level_parse(argv[++i]);
             if (l < 0) {
-                fprintf(stderr, "wisp run: --log-level: unknown level \"%s\"\n", argv[i]);
+                (void)fprintf(stderr, "wisp run: --log-level: unknown level \"%s\"\n", argv[i]);
                 return 2;
             }
             wisp_log_threshold = l;
         } else if (argv[i][0] != '-' && !dir) {
             dir = argv[i];
         } else {
-            fprintf(stderr, "wisp run: unexpected argument \"%s\"\n", argv[i]);
+            (void)fprintf(stderr, "wisp run: unexpected argument \"%s\"\n", argv[i]);
             run_usage(stderr);
             return 2;
         }
@@ -186,7 +188,7 @@ static int cmd_run(int argc, char **argv)
     struct wisp_fnspec *spec = NULL;
     char err[1024];
     if (wisp_registry_load_one(dir, &spec, err, sizeof(err)) != 0) {
-        fprintf(stderr, "wisp run: %s\n", err);
+        (void)fprintf(stderr, "wisp run: %s\n", err);
         return 2;
     }
     char *payload = NULL;
@@ -197,7 +199,7 @@ static int cmd_run(int argc, char **argv)
     }
     char subject[512];
     if (topic)
-        snprintf(subject, sizeof(subject), "%s", topic);
+        (void)snprintf(subject, sizeof(subject), "%s", topic); /* long topics are cut */
     else
         default_subject(spec, subject, sizeof(subject));
     int rc = run_once(spec, subject, payload, len);
@@ -210,7 +212,7 @@ static int validate_one(const char *dir)
     struct wisp_fnspec *spec = NULL;
     char err[1024];
     if (wisp_registry_load_one(dir, &spec, err, sizeof(err)) != 0) {
-        fprintf(stderr, "invalid %s\n", err);
+        (void)fprintf(stderr, "invalid %s\n", err);
         return 1;
     }
     printf("ok %s %s (%s)\n", spec->name, spec->version, dir);
@@ -241,11 +243,12 @@ static int cmd_validate(int argc, char **argv)
         size_t n = 0;
         int rc = wisp_registry_list_dirs(argv[i], &names, &n);
         if (rc) {
-            fprintf(stderr, "invalid %s: cannot read the folder: %s\n", argv[i], strerror(-rc));
+            (void)fprintf(stderr, "invalid %s: cannot read the folder: %s\n", argv[i],
+                          strerror(-rc));
             bad = 1;
         } else if (n == 0) {
-            fprintf(stderr, "invalid %s: no function.json and no function folders in it\n",
-                    argv[i]);
+            (void)fprintf(stderr, "invalid %s: no function.json and no function folders in it\n",
+                          argv[i]);
             bad = 1;
         }
         for (size_t k = 0; k < n; k++) {
@@ -278,7 +281,7 @@ int main(int argc, char **argv)
         return cmd_run(argc - 2, argv + 2);
     if (strcmp(cmd, "validate") == 0)
         return cmd_validate(argc - 2, argv + 2);
-    fprintf(stderr, "wisp: unknown command \"%s\"\n\n", cmd);
+    (void)fprintf(stderr, "wisp: unknown command \"%s\"\n\n", cmd);
     usage(stderr);
     return 2;
 }

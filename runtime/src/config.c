@@ -32,8 +32,7 @@ static const struct opt opts[] = {
     {"data", "data", OPT_STR, OFF(data), "/var/lib/wisp", 0, 0, "data directory"},
     {"device", "device", OPT_STR, OFF(device), NULL, 0, 0,
      "device id used in event sources and the client id (default: host name)"},
-    {"log_level", "log-level", OPT_STR, OFF(log_level), "info", 0, 0,
-     "debug, info, warn or error"},
+    {"log_level", "log-level", OPT_STR, OFF(log_level), "info", 0, 0, "debug, info, warn or error"},
     {"mqtt.client_id", "client-id", OPT_STR, OFF(client_id), NULL, 0, 0,
      "MQTT client id (default: wisp-<device>)"},
     {"mqtt.version", "mqtt-version", OPT_INT, OFF(mqtt_version), "5", 3, 5,
@@ -51,8 +50,7 @@ static const struct opt opts[] = {
      "outgoing messages kept while disconnected (oldest dropped beyond)"},
     {"mqtt.tls.ca", "tls-ca", OPT_STR, OFF(tls_ca), NULL, 0, 0,
      "CA certificate (PEM) to verify the broker"},
-    {"mqtt.tls.cert", "tls-cert", OPT_STR, OFF(tls_cert), NULL, 0, 0,
-     "client certificate (PEM)"},
+    {"mqtt.tls.cert", "tls-cert", OPT_STR, OFF(tls_cert), NULL, 0, 0, "client certificate (PEM)"},
     {"mqtt.tls.key", "tls-key", OPT_STR, OFF(tls_key), NULL, 0, 0, "client private key (PEM)"},
     {"mqtt.tls.insecure", NULL, OPT_BOOL, OFF(tls_insecure), "false", 0, 0,
      "do not verify the broker's certificate (testing only)"},
@@ -108,8 +106,9 @@ static int apply(struct wisp_config *c, const struct opt *o, const char *value, 
     case OPT_INT: {
         int64_t v;
         if (wisp_parse_i64(value, o->min, o->max, &v) != 0)
-            return wisp_errf(err, errlen, -EINVAL, "%s%s: must be a whole number from %ld to %ld, got \"%s\"",
-                             where, o->key, o->min, o->max, value);
+            return wisp_errf(err, errlen, -EINVAL,
+                             "%s%s: must be a whole number from %ld to %ld, got \"%s\"", where,
+                             o->key, o->min, o->max, value);
         *(int *)(void *)(base + o->offset) = (int)v;
         return 0;
     }
@@ -160,7 +159,8 @@ static int load_obj(struct wisp_config *c, const cJSON *obj, const char *prefix,
 {
     for (const cJSON *it = obj->child; it; it = it->next) {
         char key[128];
-        snprintf(key, sizeof(key), "%s%s%s", prefix, *prefix ? "." : "", it->string);
+        /* A key too long for the buffer is cut, then rejected as unknown. */
+        (void)snprintf(key, sizeof(key), "%s%s%s", prefix, *prefix ? "." : "", it->string);
         if (cJSON_IsObject(it)) {
             int rc = load_obj(c, it, key, path, err, errlen);
             if (rc)
@@ -177,15 +177,16 @@ static int load_obj(struct wisp_config *c, const cJSON *obj, const char *prefix,
             value = it->valuestring;
         } else if (o->type == OPT_BOOL && cJSON_IsBool(it)) {
             value = cJSON_IsTrue(it) ? "true" : "false";
-        } else if (o->type == OPT_INT && cJSON_IsNumber(it) && it->valuedouble == (double)(long)it->valuedouble) {
-            snprintf(text, sizeof(text), "%ld", (long)it->valuedouble);
+        } else if (o->type == OPT_INT && cJSON_IsNumber(it) &&
+                   it->valuedouble == (double)(long)it->valuedouble) {
+            (void)snprintf(text, sizeof(text), "%ld", (long)it->valuedouble);
             value = text;
         } else {
             static const char *const names[] = {"a string", "a whole number", "true or false"};
             return wisp_errf(err, errlen, -EINVAL, "%s:%s: must be %s", path, key, names[o->type]);
         }
         char where[512];
-        snprintf(where, sizeof(where), "%s:", path);
+        (void)snprintf(where, sizeof(where), "%s:", path); /* only used in messages */
         int rc = apply(c, o, value, where, err, errlen);
         if (rc)
             return rc;
@@ -197,7 +198,7 @@ int wisp_config_load_file(struct wisp_config *c, const char *path, char *err, si
 {
     char *text = NULL;
     size_t len = 0;
-    int rc = wisp_read_file(path, 1024 * 1024, &text, &len);
+    int rc = wisp_read_file(path, (size_t)1024 * 1024, &text, &len);
     if (rc)
         return wisp_errf(err, errlen, rc, "%s: cannot read: %s", path, strerror(-rc));
     const char *end = NULL;
@@ -230,16 +231,18 @@ int wisp_config_finish(struct wisp_config *c, char *err, size_t errlen)
     if (!c->device) {
         char host[256] = "gateway";
         if (gethostname(host, sizeof(host) - 1) != 0)
-            snprintf(host, sizeof(host), "gateway");
+            (void)snprintf(host, sizeof(host), "gateway");
         c->device = wisp_strndup(host, strlen(host));
     }
+    if (!c->device)
+        return -ENOMEM;
     if (!c->client_id) {
         size_t n = strlen(c->device) + 6;
         c->client_id = malloc(n);
         if (c->client_id)
-            snprintf(c->client_id, n, "wisp-%s", c->device);
+            (void)snprintf(c->client_id, n, "wisp-%s", c->device); /* n fits it */
     }
-    if (!c->device || !c->client_id)
+    if (!c->client_id)
         return -ENOMEM;
     if (!c->functions)
         return wisp_errf(err, errlen, -EINVAL, "functions: required (--functions DIR)");
@@ -248,12 +251,13 @@ int wisp_config_finish(struct wisp_config *c, char *err, size_t errlen)
 
 void wisp_config_print_help(FILE *out)
 {
-    fprintf(out, "Settings (config file key, flag, default):\n");
+    (void)fprintf(out, "Settings (config file key, flag, default):\n");
     for (size_t i = 0; i < WISP_ARRAY_LEN(opts); i++) {
         const struct opt *o = &opts[i];
         char flag[40] = "";
         if (o->flag)
-            snprintf(flag, sizeof(flag), "--%s", o->flag);
-        fprintf(out, "  %-27s %-22s %-10s %s\n", o->key, flag, o->def ? o->def : "-", o->help);
+            (void)snprintf(flag, sizeof(flag), "--%s", o->flag);
+        (void)fprintf(out, "  %-27s %-22s %-10s %s\n", o->key, flag, o->def ? o->def : "-",
+                      o->help);
     }
 }

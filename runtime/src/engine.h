@@ -49,7 +49,7 @@ struct wisp_publish {
 
 /* Hard caps on what one invocation may emit (documented in README). */
 #define WISP_MAX_PUBLISHES_PER_INVOCATION 1000u
-#define WISP_MAX_PUBLISH_BYTES            (1024u * 1024u)
+#define WISP_MAX_PUBLISH_BYTES            ((size_t)1024 * 1024)
 #define WISP_MAX_LOG_BYTES_PER_INVOCATION (64u * 1024u)
 
 struct wisp_result {

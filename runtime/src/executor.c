@@ -32,7 +32,9 @@
 
 /* System calls an executor never needs: they would let a handler reach the
  * network, start programs, create processes or change files. Refused with
- * EPERM rather than killing, so a C library probing for one fails softly. */
+ * EPERM rather than killing, so a C library probing for one fails softly.
+ * (Laid out by hand, so kept out of clang-format.) */
+/* clang-format off */
 static const int denied_syscalls[] = {
     SYS_socket, SYS_connect, SYS_bind, SYS_listen, SYS_accept4, SYS_execve, SYS_execveat,
     SYS_clone, SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_kill,
@@ -56,6 +58,7 @@ static const int denied_syscalls[] = {
     SYS_chown, SYS_lchown, SYS_mknod, SYS_creat,
 #endif
 };
+/* clang-format on */
 
 #define WRITE_FLAGS (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)
 
@@ -69,12 +72,12 @@ int wisp_executor_confine(void)
     size_t n = 0;
     const __u32 eperm = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
     /* Wrong architecture: refuse everything rather than misread numbers. */
-    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                                             offsetof(struct seccomp_data, arch));
+    prog[n++] =
+        (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch));
     prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, WISP_AUDIT_ARCH, 1, 0);
     prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS);
-    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                                             offsetof(struct seccomp_data, nr));
+    prog[n++] =
+        (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
     for (size_t i = 0; i < N_DENIED; i++) {
         prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K,
                                                  (__u32)denied_syscalls[i], 0, 1);
@@ -113,12 +116,14 @@ static void reset_signals(void)
 {
     sigset_t all;
     sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, NULL);
-    signal(SIGINT, SIG_IGN);
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
-    signal(SIGPIPE, SIG_IGN);
-    signal(SIGCHLD, SIG_DFL);
+    if (sigprocmask(SIG_SETMASK, &all, NULL) != 0)
+        log_warn("cannot reset the signal mask: %s", strerror(errno));
+    /* These cannot fail: the signals are valid and catchable. */
+    (void)signal(SIGINT, SIG_IGN);
+    (void)signal(SIGTERM, SIG_IGN);
+    (void)signal(SIGHUP, SIG_IGN);
+    (void)signal(SIGPIPE, SIG_IGN);
+    (void)signal(SIGCHLD, SIG_DFL);
 }
 
 static void send_frame(int fd, struct wisp_buf *b)
@@ -218,7 +223,9 @@ int wisp_executor_fork(pid_t *pid, int *fd)
     }
     if (p == 0) {
         pid_t parent = getppid();
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* Cannot fail for a valid signal; the check below covers a
+         * parent that died before it took effect. */
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(0);
         /* Keep only stdio and our end of the socket (moved to fd 3). */

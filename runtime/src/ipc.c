@@ -319,7 +319,8 @@ void wisp_ipc_encode_invoke(struct wisp_buf *b, uint64_t seq, const struct wisp_
     wisp_buf_put_bytes(b, ev->type, strlen(ev->type) + 1);
     wisp_buf_put_bytes(b, ev->time, strlen(ev->time) + 1);
     wisp_buf_put_u32(b, ev->subject != NULL);
-    wisp_buf_put_bytes(b, ev->subject ? ev->subject : "", ev->subject ? strlen(ev->subject) + 1 : 1);
+    wisp_buf_put_bytes(b, ev->subject ? ev->subject : "",
+                       ev->subject ? strlen(ev->subject) + 1 : 1);
     wisp_buf_put_bytes(b, ev->payload, ev->payload_len);
     wisp_buf_put_u32(b, (uint32_t)ev->qos);
     wisp_buf_put_u32(b, (uint32_t)ev->retain);

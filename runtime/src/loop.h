@@ -19,8 +19,8 @@ void wisp_loop_destroy(struct wisp_loop *loop);
 
 /* Watches fd for `events` (EPOLLIN...). The fd stays owned by the caller.
  * Returns a handle or NULL (errno set). */
-struct wisp_watch *wisp_loop_add(struct wisp_loop *loop, int fd, uint32_t events,
-                                 wisp_loop_cb cb, void *ud);
+struct wisp_watch *wisp_loop_add(struct wisp_loop *loop, int fd, uint32_t events, wisp_loop_cb cb,
+                                 void *ud);
 /* Stops watching; the handle is freed once the current dispatch ends.
  * Call before closing the fd. NULL is a no-op. */
 void wisp_loop_remove(struct wisp_loop *loop, struct wisp_watch *w);

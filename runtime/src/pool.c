@@ -1,7 +1,6 @@
 #define WISP_LOG_MODULE "pool"
 #include "pool.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,7 +86,7 @@ int wisp_pool_create(struct wisp_loop *loop, const struct wisp_pool_config *cfg,
     uint64_t r = 0;
     if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
         r = wisp_real_ns() ^ ((uint64_t)getpid() << 32);
-    snprintf(p->boot, sizeof(p->boot), "%016llx", (unsigned long long)r);
+    (void)snprintf(p->boot, sizeof(p->boot), "%016llx", (unsigned long long)r);
     *out = p;
     return 0;
 }
@@ -286,7 +285,7 @@ static int enqueue(struct wisp_pool *p, struct fn *fn, struct blob *b, const cha
         return -ENOMEM;
     ev->blob = b;
     b->refs++;
-    snprintf(ev->id, sizeof(ev->id), "%s", id);
+    (void)snprintf(ev->id, sizeof(ev->id), "%s", id); /* ids are made to fit */
     wisp_rfc3339(wisp_real_ns(), ev->time, sizeof(ev->time));
     ev->qos = qos;
     ev->retain = retain;
@@ -296,7 +295,7 @@ static int enqueue(struct wisp_pool *p, struct fn *fn, struct blob *b, const cha
 
 static void next_id(struct wisp_pool *p, char *id, size_t cap)
 {
-    snprintf(id, cap, "%s-%llu", p->boot, (unsigned long long)++p->next_event);
+    (void)snprintf(id, cap, "%s-%llu", p->boot, (unsigned long long)++p->next_event);
 }
 
 static bool fn_matches(const struct fn *fn, const char *topic, size_t tlen)
@@ -309,8 +308,8 @@ static bool fn_matches(const struct fn *fn, const char *topic, size_t tlen)
     return false;
 }
 
-int wisp_pool_submit_mqtt(struct wisp_pool *p, const char *topic, const void *payload,
-                          size_t len, int qos, int retain)
+int wisp_pool_submit_mqtt(struct wisp_pool *p, const char *topic, const void *payload, size_t len,
+                          int qos, int retain)
 {
     struct blob *b = NULL;
     char id[40];
@@ -348,101 +347,11 @@ int wisp_pool_submit_to(struct wisp_pool *p, const char *fn_name, const char *su
     return rc;
 }
 
-static void report(const struct fn *fn, const struct pev *ev, const struct wisp_result *res,
-                   bool cold, uint64_t init_ns)
-{
-    double ms = (double)res->duration_ns / 1e6;
-    /* Billed like Lambda: whole milliseconds, rounded up, at least 1. */
-    uint64_t billed = (res->duration_ns + 999999ULL) / 1000000ULL;
-    if (billed == 0)
-        billed = 1;
-    char init[48] = "";
-    if (cold)
-        snprintf(init, sizeof(init), " init_ms=%.3f", (double)init_ns / 1e6);
-    if (wisp_log_threshold <= WISP_LOG_INFO)
-        wisp_log_emit_fields(WISP_LOG_INFO, "report",
-                             "fn=%s version=%s id=%s outcome=%s duration_ms=%.3f billed_ms=%llu "
-                             "memory_kb=%llu memory_limit_kb=%u publishes=%zu attempt=%u cold=%d%s",
-                             fn->spec->name, fn->spec->version, ev->id,
-                             wisp_outcome_name(res->outcome), ms, (unsigned long long)billed,
-                             (unsigned long long)((res->mem_peak_bytes + 1023) / 1024),
-                             fn->spec->memory_kb, res->n_pubs, ev->attempt + 1, cold ? 1 : 0,
-                             init);
-    if (res->outcome != WISP_OUTCOME_OK && wisp_log_threshold <= WISP_LOG_ERROR) {
-        char q[4096];
-        const char *err = res->error ? res->error : "(no message)";
-        wisp_log_quote(q, sizeof(q), err, strlen(err));
-        wisp_log_emit_fields(WISP_LOG_ERROR, "fn", "fn=%s version=%s id=%s outcome=%s error=%s",
-                             fn->spec->name, fn->spec->version, ev->id,
-                             wisp_outcome_name(res->outcome), q);
-    }
-}
-
-static void count(struct fn *fn, enum wisp_outcome o)
-{
-    fn->st.invocations++;
-    switch (o) {
-    case WISP_OUTCOME_OK:
-        fn->st.ok++;
-        break;
-    case WISP_OUTCOME_TIMEOUT:
-        fn->st.timeouts++;
-        break;
-    case WISP_OUTCOME_MEMORY:
-        fn->st.memory++;
-        break;
-    case WISP_OUTCOME_CRASH:
-        fn->st.crashes++;
-        break;
-    default:
-        fn->st.errors++;
-        break;
-    }
-}
-
-/* The dead letter carries what a person needs to understand and replay the
- * event: function, version, error, attempts and the original payload (as
- * JSON when it was JSON, else as text, else base64). */
-static void dead_letter(struct wisp_pool *p, struct fn *fn, const struct pev *ev,
-                        const struct wisp_result *res)
-{
-    fn->st.dead_lettered++;
-    const char *topic = fn->spec->retry_dead_letter;
-    log_warn("%s: event %s failed %u time(s); %s", fn->spec->name, ev->id, ev->attempt,
-             topic ? "sent to the dead-letter topic" : "dropped (no retry.dead_letter topic)");
-    if (!topic)
-        return;
-    cJSON *o = cJSON_CreateObject();
-    if (!o)
-        return;
-    cJSON_AddStringToObject(o, "id", ev->id);
-    cJSON_AddStringToObject(o, "function", fn->spec->name);
-    cJSON_AddStringToObject(o, "version", fn->spec->version);
-    cJSON_AddStringToObject(o, "outcome", wisp_outcome_name(res->outcome));
-    cJSON_AddStringToObject(o, "error", res->error ? res->error : "");
-    cJSON_AddNumberToObject(o, "attempts", ev->attempt);
-    cJSON_AddStringToObject(o, "time", ev->time);
-    if (ev->blob->subject)
-        cJSON_AddStringToObject(o, "subject", ev->blob->subject);
-    cJSON *data = cJSON_ParseWithLength(ev->blob->payload, ev->blob->len);
-    if (data)
-        cJSON_AddItemToObject(o, "data", data);
-    else if (wisp_utf8_valid(ev->blob->payload, ev->blob->len))
-        cJSON_AddStringToObject(o, "payload", ev->blob->payload);
-    else
-        cJSON_AddStringToObject(o, "payload_error", "payload is not UTF-8 text; not included");
-    char *text = cJSON_PrintUnformatted(o);
-    cJSON_Delete(o);
-    if (text && p->hooks.publish(p->hooks.ud, topic, text, strlen(text), 1, 0) != 0)
-        log_error("%s: could not publish the dead letter for %s", fn->spec->name, ev->id);
-    free(text);
-}
-
 /* Takes ownership of ev. */
 void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct wisp_result *res,
                       bool cold, uint64_t init_ns)
 {
-    count(fn, res->outcome);
+    wisp_fn_count(fn, res->outcome);
     if (res->outcome == WISP_OUTCOME_OK) {
         for (size_t i = 0; i < res->n_pubs; i++) {
             const struct wisp_publish *m = &res->pubs[i];
@@ -451,7 +360,7 @@ void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct
                 log_error("%s: publishing to %s failed", fn->spec->name, m->topic);
         }
     }
-    report(fn, ev, res, cold, init_ns);
+    wisp_pool_report(fn, ev, res, cold, init_ns);
     if (p->hooks.on_report)
         p->hooks.on_report(p->hooks.ud, fn->spec, ev->id, res);
     if (res->outcome == WISP_OUTCOME_OK || res->outcome == WISP_OUTCOME_REJECTED) {
@@ -462,7 +371,8 @@ void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct
     if (ev->attempt <= fn->spec->retry_max) {
         /* Exponential backoff with +-25% jitter so retries of many events
          * do not arrive in lockstep. */
-        uint64_t base = (uint64_t)fn->spec->retry_backoff_ms << (ev->attempt - 1 < 20 ? ev->attempt - 1 : 20);
+        uint64_t base = (uint64_t)fn->spec->retry_backoff_ms
+                        << (ev->attempt - 1 < 20 ? ev->attempt - 1 : 20);
         uint64_t jitter = base / 2 ? (wisp_mono_ns() % (base / 2 + 1)) : 0;
         ev->not_before = wisp_mono_ns() + (base - base / 4 + jitter) * 1000000ULL;
         ev->next = fn->delayed;
@@ -471,7 +381,7 @@ void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct
         return;
     }
     if (fn->spec->retry_max > 0 || fn->spec->retry_dead_letter)
-        dead_letter(p, fn, ev, res);
+        wisp_pool_dead_letter(p, fn, ev, res);
     wisp_pev_free(ev);
 }
 
@@ -569,34 +479,4 @@ size_t wisp_pool_abandon(struct wisp_pool *p)
         e = next;
     }
     return n;
-}
-
-int wisp_pool_stats(const struct wisp_pool *p, const char *fn_name, struct wisp_fn_stats *out)
-{
-    for (const struct fn *fn = p->fns; fn; fn = fn->next) {
-        if (!fn->retired && strcmp(fn->spec->name, fn_name) == 0) {
-            *out = fn->st;
-            out->running = fn->n_busy;
-            return 0;
-        }
-    }
-    return -ENOENT;
-}
-
-void wisp_pool_log_stats(const struct wisp_pool *p)
-{
-    for (const struct fn *fn = p->fns; fn; fn = fn->next) {
-        const struct wisp_fn_stats *s = &fn->st;
-        wisp_log_emit_fields(
-            WISP_LOG_INFO, "stats",
-            "fn=%s version=%s invocations=%llu ok=%llu errors=%llu timeouts=%llu memory=%llu "
-            "crashes=%llu cold_starts=%llu retries=%llu dead_lettered=%llu dropped=%llu "
-            "queued=%zu executors=%u",
-            fn->spec->name, fn->spec->version, (unsigned long long)s->invocations,
-            (unsigned long long)s->ok, (unsigned long long)s->errors,
-            (unsigned long long)s->timeouts, (unsigned long long)s->memory,
-            (unsigned long long)s->crashes, (unsigned long long)s->cold_starts,
-            (unsigned long long)s->retries, (unsigned long long)s->dead_lettered,
-            (unsigned long long)s->dropped, fn->qlen, fn->n_exec);
-    }
 }

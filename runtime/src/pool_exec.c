@@ -79,7 +79,8 @@ int wisp_exe_spawn(struct wisp_pool *p, struct fn *fn)
     e->state = EXE_LOADING;
     e->started_ns = wisp_mono_ns();
     /* Initialisation runs the chunk under the same time limit as a call. */
-    e->deadline_ns = e->started_ns + (fn->spec->timeout_ms + grace_ms(fn->spec->timeout_ms) + 1000) * 1000000ULL;
+    e->deadline_ns =
+        e->started_ns + (fn->spec->timeout_ms + grace_ms(fn->spec->timeout_ms) + 1000) * 1000000ULL;
     e->next = p->exes;
     p->exes = e;
     p->n_exec++;
@@ -105,8 +106,8 @@ int wisp_exe_dispatch(struct exe *e, struct pev *ev)
         .retain = ev->retain,
     };
     char source[160];
-    snprintf(source, sizeof(source), "wisp://%s/%s", p->cfg.device,
-             ev->blob->subject ? "mqtt" : "invoke");
+    (void)snprintf(source, sizeof(source), "wisp://%s/%s", p->cfg.device,
+                   ev->blob->subject ? "mqtt" : "invoke");
     wev.source = source;
     e->seq = ++p->next_seq;
     wisp_ipc_encode_invoke(&p->wb, e->seq, &wev);
@@ -114,7 +115,8 @@ int wisp_exe_dispatch(struct exe *e, struct pev *ev)
     e->state = EXE_BUSY;
     e->fn->n_busy++;
     e->started_ns = wisp_mono_ns();
-    e->deadline_ns = e->started_ns + (e->fn->spec->timeout_ms + grace_ms(e->fn->spec->timeout_ms)) * 1000000ULL;
+    e->deadline_ns =
+        e->started_ns + (e->fn->spec->timeout_ms + grace_ms(e->fn->spec->timeout_ms)) * 1000000ULL;
     if (send_frame(e, &p->wb) != 0) {
         wisp_exe_stop(e, true, WISP_OUTCOME_CRASH, "executor stopped accepting events");
         return -EIO;
@@ -195,7 +197,7 @@ static const char *handle_loaded(struct exe *e, struct wisp_rd *rd, char *msg, s
     if (e->state != EXE_LOADING || wisp_ipc_decode_loaded(rd, &l) != 0)
         return "executor sent a malformed reply";
     if (l.status != 0) {
-        snprintf(msg, cap, "initialisation failed: %s", l.err ? l.err : "?");
+        (void)snprintf(msg, cap, "initialisation failed: %s", l.err ? l.err : "?");
         log_error("%s@%s: %s", e->fn->spec->name, e->fn->spec->version, msg);
         free(l.err);
         return msg;
@@ -313,19 +315,19 @@ void wisp_exe_tick(struct wisp_pool *p, uint64_t now, uint64_t *next_deadline)
         struct exe *next = e->next;
         if ((e->state == EXE_BUSY || e->state == EXE_LOADING) && e->deadline_ns <= now) {
             char msg[200];
-            snprintf(msg, sizeof(msg),
-                     "timeout: executor killed after %llu ms (limits.timeout_ms is %u ms); the "
-                     "handler did not yield, e.g. it was stuck inside a C function",
-                     (unsigned long long)((now - e->started_ns) / 1000000ULL),
-                     e->fn->spec->timeout_ms);
+            (void)snprintf(
+                msg, sizeof(msg),
+                "timeout: executor killed after %llu ms (limits.timeout_ms is %u ms); the "
+                "handler did not yield, e.g. it was stuck inside a C function",
+                (unsigned long long)((now - e->started_ns) / 1000000ULL), e->fn->spec->timeout_ms);
             log_warn("%s@%s: %s", e->fn->spec->name, e->fn->spec->version, msg);
             wisp_exe_stop(e, true, WISP_OUTCOME_TIMEOUT, msg);
         } else if (e->state == EXE_IDLE && idle_ns && e->idle_since_ns + idle_ns <= now) {
             log_debug("stopping idle executor %d of %s", (int)e->pid, e->fn->spec->name);
             wisp_exe_stop(e, false, WISP_OUTCOME_OK, NULL);
         } else {
-            uint64_t d = e->state == EXE_IDLE ? (idle_ns ? e->idle_since_ns + idle_ns : 0)
-                                              : e->deadline_ns;
+            uint64_t d =
+                e->state == EXE_IDLE ? (idle_ns ? e->idle_since_ns + idle_ns : 0) : e->deadline_ns;
             if (d && (*next_deadline == 0 || d < *next_deadline))
                 *next_deadline = d;
         }

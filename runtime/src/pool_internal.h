@@ -1,5 +1,6 @@
-/* Pool internals shared by pool.c (functions, queues, scheduling) and
- * pool_exec.c (executor processes and their sockets). Not a public API. */
+/* Pool internals shared by pool.c (functions, queues, scheduling),
+ * pool_exec.c (executor processes and their sockets) and pool_report.c
+ * (reports, counters, dead letters). Not a public API. */
 #ifndef WISP_POOL_INTERNAL_H
 #define WISP_POOL_INTERNAL_H
 
@@ -24,8 +25,8 @@ struct pev {
     char time[32];
     int qos;
     int retain;
-    unsigned attempt;      /* failed attempts so far */
-    uint64_t not_before;   /* retry backoff (monotonic ns) */
+    unsigned attempt;    /* failed attempts so far */
+    uint64_t not_before; /* retry backoff (monotonic ns) */
 };
 
 struct fn {
@@ -77,6 +78,17 @@ void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct
 void wisp_pool_fn_maybe_free(struct wisp_pool *p, struct fn *fn);
 void wisp_pev_free(struct pev *ev);
 struct pev *wisp_fn_pop(struct fn *fn);
+
+/* pool_report.c */
+/* Logs the REPORT line of a finished invocation (and its error, if any). */
+void wisp_pool_report(const struct fn *fn, const struct pev *ev, const struct wisp_result *res,
+                      bool cold, uint64_t init_ns);
+/* Counts a finished invocation in fn's statistics. */
+void wisp_fn_count(struct fn *fn, enum wisp_outcome o);
+/* Counts, logs and (when the function has a dead-letter topic) publishes an
+ * event that ran out of attempts. Does not free ev. */
+void wisp_pool_dead_letter(struct wisp_pool *p, struct fn *fn, const struct pev *ev,
+                           const struct wisp_result *res);
 
 /* pool_exec.c */
 int wisp_exe_spawn(struct wisp_pool *p, struct fn *fn);

@@ -23,7 +23,7 @@ static int check_lua(const struct wisp_fnspec *spec, char *err, size_t errlen)
     lua_State *L = NULL;
     if (!path)
         return -ENOMEM;
-    rc = wisp_read_file(path, 16u * 1024u * 1024u, &src, &len);
+    rc = wisp_read_file(path, (size_t)16 * 1024 * 1024, &src, &len);
     if (rc) {
         wisp_errf(err, errlen, rc, "%s: cannot read: %s", path, strerror(-rc));
         goto out;
@@ -34,7 +34,7 @@ static int check_lua(const struct wisp_fnspec *spec, char *err, size_t errlen)
         goto out;
     }
     char chunk[300];
-    snprintf(chunk, sizeof(chunk), "@%s", path);
+    (void)snprintf(chunk, sizeof(chunk), "@%s", path); /* a cut chunk name is fine */
     if (luaL_loadbufferx(L, src, len, chunk, "t") != LUA_OK) {
         const char *m = lua_tostring(L, -1);
         rc = wisp_errf(err, errlen, -EINVAL, "%s", m ? m : "cannot compile the handler");
@@ -110,48 +110,59 @@ int wisp_registry_list_dirs(const char *dir, char ***names, size_t *n)
     return rc;
 }
 
-static bool name_taken(const struct wisp_registry_scan *s, const char *name)
+static bool name_taken(struct wisp_fnspec *const *specs, size_t n, const char *name)
 {
-    for (size_t i = 0; i < s->n; i++) {
-        if (strcmp(s->specs[i]->name, name) == 0)
+    for (size_t i = 0; i < n; i++) {
+        if (specs[i] && strcmp(specs[i]->name, name) == 0)
             return true;
     }
     return false;
+}
+
+static void free_specs(struct wisp_fnspec **specs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        wisp_fnspec_destroy(specs[i]);
+    free(specs);
 }
 
 int wisp_registry_scan(const char *dir, struct wisp_registry_scan *out, char *err, size_t errlen)
 {
     char **names = NULL;
     size_t n = 0;
+    /* Built in locals and handed to *out only on success, so that *out is
+     * either complete or all zero. */
+    struct wisp_fnspec **specs = NULL;
+    size_t kept = 0, rejected = 0;
     memset(out, 0, sizeof(*out));
     int rc = wisp_registry_list_dirs(dir, &names, &n);
     if (rc) {
         wisp_errf(err, errlen, rc, "%s: cannot read the functions folder: %s", dir, strerror(-rc));
         goto out;
     }
-    out->specs = calloc(n ? n : 1, sizeof(*out->specs));
-    if (!out->specs) {
+    specs = calloc(n ? n : 1, sizeof(struct wisp_fnspec *));
+    if (!specs) {
         rc = -ENOMEM;
         goto out;
     }
     for (size_t i = 0; i < n; i++) {
         char *path = wisp_path_join(dir, names[i]);
         struct wisp_fnspec *spec = NULL;
-        char why[1024];
+        char why[1024] = "";
         if (!path) {
             rc = -ENOMEM;
             goto out;
         }
-        if (wisp_registry_load_one(path, &spec, why, sizeof(why)) != 0) {
+        if (wisp_registry_load_one(path, &spec, why, sizeof(why)) != 0 || !spec) {
             log_error("rejected %s", why);
-            out->n_rejected++;
-        } else if (name_taken(out, spec->name)) {
+            rejected++;
+        } else if (name_taken(specs, kept, spec->name)) {
             log_error("rejected %s:name: \"%s\" is already used by another folder", spec->origin,
                       spec->name);
             wisp_fnspec_destroy(spec);
-            out->n_rejected++;
+            rejected++;
         } else {
-            out->specs[out->n++] = spec;
+            specs[kept++] = spec;
         }
         free(path);
     }
@@ -159,15 +170,19 @@ out:
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
-    if (rc)
-        wisp_registry_scan_fini(out);
-    return rc;
+    if (rc) {
+        free_specs(specs, kept);
+        return rc;
+    }
+    out->specs = specs;
+    out->n = kept;
+    out->n_rejected = rejected;
+    return 0;
 }
 
 void wisp_registry_scan_fini(struct wisp_registry_scan *s)
 {
-    for (size_t i = 0; i < s->n; i++)
-        wisp_fnspec_destroy(s->specs[i]);
-    free(s->specs);
+    if (s->specs)
+        free_specs(s->specs, s->n);
     memset(s, 0, sizeof(*s));
 }

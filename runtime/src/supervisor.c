@@ -68,8 +68,9 @@ static void update_subscriptions(struct sup *s)
     wisp_subs_init(&subs);
     wisp_pool_foreach(s->pool, wisp_subs_add_spec, &subs);
     wisp_subs_reduce(&subs);
-    if (wisp_mqtt_set_subscriptions(s->mqtt, (const char *const *)subs.filters, subs.qos,
-                                    subs.n) != 0)
+    int rc =
+        wisp_mqtt_set_subscriptions(s->mqtt, (const char *const *)subs.filters, subs.qos, subs.n);
+    if (rc != 0)
         log_error("could not update subscriptions");
     for (size_t i = 0; i < subs.n; i++)
         log_debug("subscription %s qos %d", subs.filters[i], subs.qos[i]);
@@ -105,8 +106,7 @@ static void on_mqtt(void *ud, int fd, uint32_t events)
              * supervisor adds the one line that says wispd is serving. */
             if (!s->ready)
                 log_info("ready: %zu function(s) serving, connected %.1f ms after start",
-                         wisp_pool_count(s->pool),
-                         (double)(wisp_mono_ns() - s->started_ns) / 1e6);
+                         wisp_pool_count(s->pool), (double)(wisp_mono_ns() - s->started_ns) / 1e6);
             s->ready = true;
         } else if (m->kind == WISP_MQTT_LOST) {
             continue;
@@ -184,7 +184,8 @@ static int setup_signals(struct sup *s)
     /* Blocked in every thread (Paho's inherit this mask), read via signalfd. */
     if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
         return -errno;
-    signal(SIGPIPE, SIG_IGN);
+    if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+        return -errno;
     s->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     return s->sigfd < 0 ? -errno : 0;
 }

@@ -10,14 +10,13 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "Usage: wispd --functions DIR [--broker URI] [--data DIR] [--config FILE]\n"
-            "             [--log-level debug|info|warn|error] [--SETTING VALUE ...]\n"
-            "\n"
-            "Runs the functions under DIR when their MQTT triggers fire.\n"
-            "A config file (JSON) holds the same settings; flags override it.\n"
-            "Signals: SIGTERM/SIGINT drain and exit 0, SIGHUP reloads DIR, SIGUSR1 logs "
-            "counters.\n\n");
+    (void)fprintf(out, "Usage: wispd --functions DIR [--broker URI] [--data DIR] [--config FILE]\n"
+                       "             [--log-level debug|info|warn|error] [--SETTING VALUE ...]\n"
+                       "\n"
+                       "Runs the functions under DIR when their MQTT triggers fire.\n"
+                       "A config file (JSON) holds the same settings; flags override it.\n"
+                       "Signals: SIGTERM/SIGINT drain and exit 0, SIGHUP reloads DIR, SIGUSR1 logs "
+                       "counters.\n\n");
     wisp_config_print_help(out);
 }
 
@@ -27,12 +26,14 @@ static int flag_value(int argc, char **argv, int i, char *key, size_t keycap, co
 {
     const char *arg = argv[i] + 2;
     const char *eq = strchr(arg, '=');
+    /* A key too long for keycap is cut; no setting is that long, so it is
+     * then rejected as unknown. */
     if (eq) {
-        snprintf(key, keycap, "%.*s", (int)(eq - arg), arg);
+        (void)snprintf(key, keycap, "%.*s", (int)(eq - arg), arg);
         *value = eq + 1;
         return 1;
     }
-    snprintf(key, keycap, "%s", arg);
+    (void)snprintf(key, keycap, "%s", arg);
     if (i + 1 >= argc)
         return 0;
     *value = argv[i + 1];
@@ -49,11 +50,11 @@ static int parse_args(int argc, char **argv, struct wisp_config *cfg)
         if (strncmp(argv[i], "--config", 8) != 0 || (argv[i][8] && argv[i][8] != '='))
             continue;
         if (!flag_value(argc, argv, i, key, sizeof(key), &value)) {
-            fprintf(stderr, "wispd: --config needs a FILE\n");
+            (void)fprintf(stderr, "wispd: --config needs a FILE\n");
             return 2;
         }
         if (wisp_config_load_file(cfg, value, err, sizeof(err)) != 0) {
-            fprintf(stderr, "wispd: %s\n", err);
+            (void)fprintf(stderr, "wispd: %s\n", err);
             return 2;
         }
     }
@@ -69,28 +70,29 @@ static int parse_args(int argc, char **argv, struct wisp_config *cfg)
             exit(0);
         }
         if (strncmp(argv[i], "--", 2) != 0) {
-            fprintf(stderr, "wispd: unexpected argument \"%s\" (see wispd --help)\n", argv[i]);
+            (void)fprintf(stderr, "wispd: unexpected argument \"%s\" (see wispd --help)\n",
+                          argv[i]);
             return 2;
         }
         int used = flag_value(argc, argv, i, key, sizeof(key), &value);
         if (!used) {
-            fprintf(stderr, "wispd: --%s needs a value\n", key);
+            (void)fprintf(stderr, "wispd: --%s needs a value\n", key);
             return 2;
         }
         if (strcmp(key, "config") != 0) {
             if (!wisp_config_is_flag(key)) {
-                fprintf(stderr, "wispd: unknown option --%s (see wispd --help)\n", key);
+                (void)fprintf(stderr, "wispd: unknown option --%s (see wispd --help)\n", key);
                 return 2;
             }
             if (wisp_config_set(cfg, key, value, err, sizeof(err)) != 0) {
-                fprintf(stderr, "wispd: --%s: %s\n", key, err);
+                (void)fprintf(stderr, "wispd: --%s: %s\n", key, err);
                 return 2;
             }
         }
         i += used;
     }
     if (wisp_config_finish(cfg, err, sizeof(err)) != 0) {
-        fprintf(stderr, "wispd: %s\n", err);
+        (void)fprintf(stderr, "wispd: %s\n", err);
         return 2;
     }
     return 0;

@@ -40,11 +40,11 @@ static void zygote_loop(int sock)
 {
     /* Executors are reaped automatically; the supervisor learns of their
      * end from their sockets. */
-    signal(SIGCHLD, SIG_IGN);
-    signal(SIGINT, SIG_IGN);
-    signal(SIGTERM, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
-    signal(SIGPIPE, SIG_IGN);
+    (void)signal(SIGCHLD, SIG_IGN);
+    (void)signal(SIGINT, SIG_IGN);
+    (void)signal(SIGTERM, SIG_IGN);
+    (void)signal(SIGHUP, SIG_IGN);
+    (void)signal(SIGPIPE, SIG_IGN);
     for (;;) {
         char req;
         ssize_t r = read(sock, &req, 1);
@@ -79,13 +79,16 @@ int wisp_zygote_start(struct wisp_zygote *z)
         return -e;
     }
     if (p == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        /* Cannot fail for a valid signal; the check below covers a
+         * parent that died before it took effect. */
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(0);
-        prctl(PR_SET_NAME, "wispd-zygote");
+        (void)prctl(PR_SET_NAME, "wispd-zygote"); /* cosmetic */
         sigset_t none;
         sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (sigprocmask(SIG_SETMASK, &none, NULL) != 0)
+            log_warn("cannot reset the zygote's signal mask: %s", strerror(errno));
         if (dup2(sv[1], 3) < 0)
             _exit(2);
         syscall(SYS_close_range, 4U, ~0U, 0U);
