@@ -161,13 +161,13 @@ static int load_obj(struct wisp_config *c, const cJSON *obj, const char *prefix,
         char key[128];
         /* A key too long for the buffer is cut, then rejected as unknown. */
         (void)snprintf(key, sizeof(key), "%s%s%s", prefix, *prefix ? "." : "", it->string);
-        if (cJSON_IsObject(it)) {
+        const struct opt *o = find_key(key);
+        if (cJSON_IsObject(it) && !o) {
             int rc = load_obj(c, it, key, path, err, errlen);
             if (rc)
                 return rc;
             continue;
         }
-        const struct opt *o = find_key(key);
         if (!o)
             return wisp_errf(err, errlen, -EINVAL, "%s:%s: unknown setting (see wispd --help)",
                              path, key);
@@ -177,9 +177,10 @@ static int load_obj(struct wisp_config *c, const cJSON *obj, const char *prefix,
             value = it->valuestring;
         } else if (o->type == OPT_BOOL && cJSON_IsBool(it)) {
             value = cJSON_IsTrue(it) ? "true" : "false";
-        } else if (o->type == OPT_INT && cJSON_IsNumber(it) &&
-                   it->valuedouble == (double)(long)it->valuedouble) {
-            (void)snprintf(text, sizeof(text), "%ld", (long)it->valuedouble);
+        } else if (o->type == OPT_INT && cJSON_IsNumber(it) && it->valuedouble >= -1e15 &&
+                   it->valuedouble <= 1e15 &&
+                   it->valuedouble == (double)(long long)it->valuedouble) {
+            (void)snprintf(text, sizeof(text), "%lld", (long long)it->valuedouble);
             value = text;
         } else {
             static const char *const names[] = {"a string", "a whole number", "true or false"};

@@ -44,6 +44,21 @@ static const int denied_syscalls[] = {
 #ifdef SYS_accept
     SYS_accept,
 #endif
+    /* Ways around the filter or at other processes. */
+    SYS_tkill, SYS_rt_sigqueueinfo, SYS_rt_tgsigqueueinfo, SYS_bpf, SYS_perf_event_open,
+    SYS_keyctl, SYS_add_key, SYS_request_key,
+#ifdef SYS_io_uring_setup
+    SYS_io_uring_setup, SYS_io_uring_enter, SYS_io_uring_register,
+#endif
+#ifdef SYS_pidfd_send_signal
+    SYS_pidfd_send_signal, SYS_pidfd_open,
+#endif
+#ifdef SYS_pidfd_getfd
+    SYS_pidfd_getfd,
+#endif
+#ifdef SYS_userfaultfd
+    SYS_userfaultfd,
+#endif
 #ifdef SYS_fork
     SYS_fork, SYS_vfork,
 #endif
@@ -68,7 +83,7 @@ int wisp_executor_confine(void)
         return -errno;
 #ifdef WISP_AUDIT_ARCH
     enum { N_DENIED = sizeof(denied_syscalls) / sizeof(denied_syscalls[0]) };
-    struct sock_filter prog[8 + 2 * N_DENIED + 12];
+    struct sock_filter prog[8 + 2 * N_DENIED + 20];
     size_t n = 0;
     const __u32 eperm = SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA);
     /* Wrong architecture: refuse everything rather than misread numbers. */
@@ -83,6 +98,16 @@ int wisp_executor_confine(void)
                                                  (__u32)denied_syscalls[i], 0, 1);
         prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, eperm);
     }
+    /* tgkill only at ourselves: abort() and raise() use it, and nothing
+     * else in an executor has a reason to signal another process. The
+     * syscall number in A is restored afterwards for the checks below. */
+    prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_tgkill, 0, 3);
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                             offsetof(struct seccomp_data, args[0]));
+    prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (__u32)getpid(), 1, 0);
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, eperm);
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
+                                             offsetof(struct seccomp_data, nr));
     /* openat(dirfd, path, flags) and open(path, flags): read-only opens
      * pass, anything that could write or create a file is refused. Layout:
      *   0 JEQ openat ? 1 : 3     1 LD flags(arg 2)   2 JSET write ? DENY : ALLOW

@@ -396,8 +396,10 @@ int wisp_ipc_decode_result(struct wisp_rd *r, uint64_t *seq, struct wisp_result 
         const char *p = wisp_rd_bytes(r, &pl);
         uint32_t qos = wisp_rd_u32(r);
         uint32_t retain = wisp_rd_u32(r);
-        if (r->bad || qos > 2)
+        if (r->bad || qos > 2) {
+            r->bad = true;
             break;
+        }
         char *topic = wisp_strndup(t, tl);
         if (!topic || wisp_result_add_publish(res, topic, p, pl, (int)qos, (int)retain) != 0)
             r->bad = true;

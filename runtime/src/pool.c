@@ -231,24 +231,43 @@ void wisp_pool_foreach(struct wisp_pool *p, void (*cb)(void *ud, const struct wi
     }
 }
 
+/* Serves one function's queue; returns false when fn was freed meanwhile
+ * (a failed dispatch can stop the last executor of a retired function). */
+static bool schedule_fn(struct wisp_pool *p, struct fn *fn)
+{
+    struct exe *e;
+    while (fn->qhead && (e = wisp_exe_find_idle(p, fn))) {
+        if (wisp_exe_dispatch(e, wisp_fn_pop(fn)) != 0)
+            return false;
+    }
+    /* Start executors for what is still waiting and not already covered
+     * by executors that are starting. */
+    size_t waiting = fn->qlen > fn->n_loading ? fn->qlen - fn->n_loading : 0;
+    while (waiting > 0 && fn->n_exec < fn->spec->concurrency) {
+        if (p->n_exec >= p->cfg.max_executors && !wisp_exe_evict_lru(p, fn))
+            break;
+        if (wisp_exe_spawn(p, fn) != 0)
+            break;
+        waiting--;
+    }
+    return true;
+}
+
 void wisp_pool_schedule(struct wisp_pool *p)
 {
-    for (struct fn *fn = p->fns; fn; fn = fn->next) {
-        struct exe *e;
-        while (fn->qhead && (e = wisp_exe_find_idle(p, fn))) {
-            if (wisp_exe_dispatch(e, wisp_fn_pop(fn)) != 0)
-                continue;
-        }
-        /* Start executors for what is still waiting and not already covered
-         * by executors that are starting. */
-        size_t waiting = fn->qlen > fn->n_loading ? fn->qlen - fn->n_loading : 0;
-        while (waiting > 0 && fn->n_exec < fn->spec->concurrency) {
-            if (p->n_exec >= p->cfg.max_executors && !wisp_exe_evict_lru(p, fn))
+    /* A failed dispatch may free a function and so change the list: start
+     * over then, a bounded number of times (each restart stopped one
+     * executor, so the work shrinks). */
+    for (int restarts = 0; restarts < 64; restarts++) {
+        struct fn *fn = p->fns;
+        while (fn) {
+            struct fn *next = fn->next;
+            if (!schedule_fn(p, fn))
                 break;
-            if (wisp_exe_spawn(p, fn) != 0)
-                break;
-            waiting--;
+            fn = next;
         }
+        if (!fn)
+            return;
     }
 }
 
@@ -422,6 +441,13 @@ int wisp_pool_next_timeout_ms(const struct wisp_pool *p, uint64_t now)
             if (next == 0 || ev->not_before < next)
                 next = ev->not_before;
         }
+    }
+    /* Work waiting with no executor at all (starting one failed): try
+     * again shortly rather than waiting for an unrelated event. */
+    for (const struct fn *fn = p->fns; fn; fn = fn->next) {
+        uint64_t retry = now + 100000000ULL;
+        if (fn->qhead && fn->n_exec == 0 && (next == 0 || retry < next))
+            next = retry;
     }
     if (next == 0)
         return -1;

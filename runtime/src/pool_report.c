@@ -86,13 +86,24 @@ void wisp_pool_dead_letter(struct wisp_pool *p, struct fn *fn, const struct pev 
     cJSON_AddStringToObject(o, "time", ev->time);
     if (ev->blob->subject)
         cJSON_AddStringToObject(o, "subject", ev->blob->subject);
-    cJSON *data = cJSON_ParseWithLength(ev->blob->payload, ev->blob->len);
-    if (data)
+    /* The whole payload must be one JSON value (the blob is NUL-terminated
+     * at len, so an embedded NUL stops the parse short and fails it). */
+    const char *end = NULL;
+    cJSON *data = cJSON_ParseWithOpts(ev->blob->payload, &end, 1);
+    if (data && end != ev->blob->payload + ev->blob->len) {
+        cJSON_Delete(data);
+        data = NULL;
+    }
+    if (data) {
         cJSON_AddItemToObject(o, "data", data);
-    else if (wisp_utf8_valid(ev->blob->payload, ev->blob->len))
+    } else if (wisp_utf8_valid(ev->blob->payload, ev->blob->len)) {
         cJSON_AddStringToObject(o, "payload", ev->blob->payload);
-    else
-        cJSON_AddStringToObject(o, "payload_error", "payload is not UTF-8 text; not included");
+    } else {
+        char *b64 = wisp_base64(ev->blob->payload, ev->blob->len);
+        if (b64)
+            cJSON_AddStringToObject(o, "payload_base64", b64);
+        free(b64);
+    }
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (text && p->hooks.publish(p->hooks.ud, topic, text, strlen(text), 1, 0) != 0)

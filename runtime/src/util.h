@@ -43,6 +43,10 @@ char *wisp_path_join(const char *a, const char *b);
 /* True when buf[0..len) is well-formed UTF-8 without NUL bytes. */
 bool wisp_utf8_valid(const char *buf, size_t len);
 
+/* Standard base64 (RFC 4648, padded) of data[0..len): a malloc'd string, or
+ * NULL on OOM. */
+char *wisp_base64(const void *data, size_t len);
+
 /* 64-bit FNV-1a, for content versions and hashing (not for security). */
 uint64_t wisp_fnv1a64(uint64_t h, const void *data, size_t len);
 #define WISP_FNV1A64_INIT 0xcbf29ce484222325ULL
