@@ -161,15 +161,16 @@ static void send_frame(int fd, struct wisp_buf *b)
         _exit(0); /* the supervisor went away */
 }
 
-static void *load_instance(int fd, struct wisp_buf *b, const struct wisp_engine_ops **eng,
-                           struct wisp_fnspec **specp)
+static void *load_instance(struct wisp_frame_reader *in, struct wisp_buf *b,
+                           const struct wisp_engine_ops **eng, struct wisp_fnspec **specp)
 {
     enum wisp_ipc_type type;
     char err[1024] = "";
     void *inst = NULL;
-    if (wisp_ipc_read_frame(fd, b, &type) != 0 || type != WISP_IPC_LOAD)
+    int fd = in->fd;
+    struct wisp_rd rd;
+    if (wisp_frame_reader_next(in, &type, &rd) != 0 || type != WISP_IPC_LOAD)
         _exit(0);
-    struct wisp_rd rd = {.p = b->data, .left = b->len};
     if (wisp_ipc_decode_load(&rd, specp) != 0)
         _exit(2);
     uint64_t t0 = wisp_mono_ns();
@@ -188,19 +189,21 @@ static void *load_instance(int fd, struct wisp_buf *b, const struct wisp_engine_
 
 void wisp_executor_main(int fd)
 {
-    struct wisp_buf b;
+    struct wisp_frame_reader in;
+    struct wisp_buf out;
     struct wisp_fnspec *spec = NULL;
     const struct wisp_engine_ops *eng = NULL;
     reset_signals();
     if (wisp_executor_confine() != 0)
         log_warn("executor confinement unavailable: %s", strerror(errno));
-    wisp_buf_init(&b);
-    void *inst = load_instance(fd, &b, &eng, &spec);
+    wisp_frame_reader_init(&in, fd);
+    wisp_buf_init(&out);
+    void *inst = load_instance(&in, &out, &eng, &spec);
     for (;;) {
         enum wisp_ipc_type type;
-        if (wisp_ipc_read_frame(fd, &b, &type) != 0 || type != WISP_IPC_INVOKE)
+        struct wisp_rd rd;
+        if (wisp_frame_reader_next(&in, &type, &rd) != 0 || type != WISP_IPC_INVOKE)
             break;
-        struct wisp_rd rd = {.p = b.data, .left = b.len};
         struct wisp_event ev;
         uint64_t seq;
         if (wisp_ipc_decode_invoke(&rd, &seq, &ev) != 0)
@@ -218,19 +221,17 @@ void wisp_executor_main(int fd)
             if (eng->create(spec, &inst, err, sizeof(err)) != 0)
                 log_error("re-creating %s failed: %s", spec->name, err);
         }
-        struct wisp_buf out;
-        wisp_buf_init(&out);
         wisp_ipc_encode_result(&out, seq, &res, recycled);
         wisp_result_fini(&res);
         send_frame(fd, &out);
-        wisp_buf_fini(&out);
         if (!inst)
             break;
     }
     if (inst)
         eng->destroy(inst);
     wisp_fnspec_destroy(spec);
-    wisp_buf_fini(&b);
+    wisp_frame_reader_fini(&in);
+    wisp_buf_fini(&out);
     _exit(0);
 }
 

@@ -197,6 +197,76 @@ int wisp_ipc_read_frame(int fd, struct wisp_buf *b, enum wisp_ipc_type *type)
     return 0;
 }
 
+void wisp_frame_reader_init(struct wisp_frame_reader *r, int fd)
+{
+    r->fd = fd;
+    r->off = 0;
+    wisp_buf_init(&r->buf);
+}
+
+void wisp_frame_reader_fini(struct wisp_frame_reader *r)
+{
+    wisp_buf_fini(&r->buf);
+}
+
+/* Makes room for at least `need` bytes in total after moving the unread
+ * bytes to the front. */
+static int reader_room(struct wisp_frame_reader *r, size_t need)
+{
+    if (r->off) {
+        memmove(r->buf.data, r->buf.data + r->off, r->buf.len - r->off);
+        r->buf.len -= r->off;
+        r->off = 0;
+    }
+    if (need <= r->buf.cap && r->buf.cap - r->buf.len >= 4096)
+        return 0;
+    size_t ncap = r->buf.cap ? r->buf.cap : 65536;
+    while (ncap < need || ncap - r->buf.len < 4096)
+        ncap *= 2;
+    char *nd = realloc(r->buf.data, ncap);
+    if (!nd)
+        return -ENOMEM;
+    r->buf.data = nd;
+    r->buf.cap = ncap;
+    return 0;
+}
+
+int wisp_frame_reader_next(struct wisp_frame_reader *r, enum wisp_ipc_type *type,
+                           struct wisp_rd *body)
+{
+    for (;;) {
+        const char *p = r->buf.data + r->off;
+        size_t have = r->buf.len - r->off;
+        long n = wisp_ipc_frame_ready(p, have, type);
+        if (n < 0)
+            return -EPROTO;
+        if (n > 0) {
+            body->p = p + WISP_IPC_HEADER;
+            body->left = (size_t)n - WISP_IPC_HEADER;
+            body->bad = false;
+            r->off += (size_t)n;
+            return 0;
+        }
+        size_t need = WISP_IPC_HEADER;
+        if (have >= WISP_IPC_HEADER) {
+            uint32_t blen;
+            memcpy(&blen, p, sizeof(blen));
+            need += blen;
+        }
+        int rc = reader_room(r, need);
+        if (rc)
+            return rc;
+        ssize_t got = read(r->fd, r->buf.data + r->buf.len, r->buf.cap - r->buf.len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return -errno;
+        if (got == 0)
+            return -EPIPE;
+        r->buf.len += (size_t)got;
+    }
+}
+
 long wisp_ipc_frame_ready(const char *p, size_t n, enum wisp_ipc_type *type)
 {
     if (n < WISP_IPC_HEADER)

@@ -63,6 +63,20 @@ char *wisp_rd_strdup(struct wisp_rd *r);
 int wisp_ipc_write_all(int fd, const void *p, size_t n);
 int wisp_ipc_read_frame(int fd, struct wisp_buf *b, enum wisp_ipc_type *type);
 
+/* Buffered, blocking reading of frames (the executor side): reads as much
+ * as the socket has, so events queued behind each other cost one read. */
+struct wisp_frame_reader {
+    int fd;
+    struct wisp_buf buf;
+    size_t off; /* start of the first unconsumed byte in buf */
+};
+void wisp_frame_reader_init(struct wisp_frame_reader *r, int fd);
+void wisp_frame_reader_fini(struct wisp_frame_reader *r);
+/* The next frame: its type and a view of its body, valid until the next
+ * call. Returns 0, -EPIPE on a closed peer, -EPROTO, -ENOMEM or -errno. */
+int wisp_frame_reader_next(struct wisp_frame_reader *r, enum wisp_ipc_type *type,
+                           struct wisp_rd *body);
+
 /* Non-blocking helper for the supervisor: given accumulated bytes, tells
  * whether a whole frame is present. Returns the frame's total size (header
  * included) when complete, 0 when more bytes are needed, -EPROTO when the

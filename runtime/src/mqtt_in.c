@@ -111,29 +111,33 @@ static struct wisp_mqtt_msg *copy_message(const char *topic, int topic_len,
 int mqtt_on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *msg)
 {
     struct wisp_mqtt *m = ctx;
-    struct wisp_mqtt_msg *ev = NULL;
     mqtt_cb_enter(m);
+    /* Copy first, outside the lock, so the loop's take stays short; a copy
+     * made for a full queue is simply dropped (Paho offers it again). */
+    struct wisp_mqtt_msg *ev = copy_message(topic, topic_len, msg);
+    bool wake = false, taken = false;
     pthread_mutex_lock(&m->lock);
     m->arrivals++;
-    bool full = m->queued >= m->max_queued;
-    pthread_mutex_unlock(&m->lock);
-    /* Only this thread appends messages, so the room seen above is still
-     * there below; copying outside the lock keeps the loop's take short. */
-    if (!full)
-        ev = copy_message(topic, topic_len, msg);
-    pthread_mutex_lock(&m->lock);
-    if (ev)
+    if (ev && m->queued < m->max_queued) {
+        /* The loop drains the whole queue after reading the eventfd, so
+         * only the message that finds the queue empty needs to wake it:
+         * one write per burst instead of one per message. */
+        wake = m->head == NULL;
         mqtt_push_locked(m, ev);
-    else
+        taken = true;
+    } else {
         m->backlog = true;
+    }
     pthread_mutex_unlock(&m->lock);
-    if (!ev) {
+    if (!taken) {
+        wisp_mqtt_msg_free(ev);
         atomic_fetch_add(&m->st.redelivery_deferred, 1);
         mqtt_cb_leave(m);
         return 0;
     }
     atomic_fetch_add(&m->st.received, 1);
-    mqtt_signal(m);
+    if (wake)
+        mqtt_signal(m);
     MQTTAsync_freeMessage(&msg);
     MQTTAsync_free(topic);
     mqtt_cb_leave(m);

@@ -61,7 +61,7 @@ static void fn_push(struct fn *fn, struct pev *ev)
     fn->st.queued = fn->qlen;
 }
 
-static void fn_push_front(struct fn *fn, struct pev *ev)
+void wisp_fn_push_front(struct fn *fn, struct pev *ev)
 {
     ev->next = fn->qhead;
     fn->qhead = ev;
@@ -250,6 +250,12 @@ static bool schedule_fn(struct wisp_pool *p, struct fn *fn)
             break;
         waiting--;
     }
+    /* No more executors to be had: queue behind the running events, so an
+     * executor goes straight from one event to the next. */
+    while (fn->qhead && fn->n_loading == 0 && (e = wisp_exe_find_pipeline(p, fn, fn->qhead))) {
+        if (wisp_exe_dispatch(e, wisp_fn_pop(fn)) != 0)
+            return false;
+    }
     return true;
 }
 
@@ -267,8 +273,9 @@ void wisp_pool_schedule(struct wisp_pool *p)
             fn = next;
         }
         if (!fn)
-            return;
+            break;
     }
+    wisp_exe_flush(p);
 }
 
 static struct blob *blob_new(const char *subject, const void *payload, size_t len)
@@ -345,7 +352,6 @@ int wisp_pool_submit_mqtt(struct wisp_pool *p, const char *topic, const void *pa
     }
     if (b && b->refs == 0)
         blob_free(b); /* every queue was full */
-    wisp_pool_schedule(p);
     return matched;
 }
 
@@ -414,7 +420,7 @@ static void due_retries(struct wisp_pool *p, uint64_t now, uint64_t *next)
             struct pev *ev = *pp;
             if (ev->not_before <= now) {
                 *pp = ev->next;
-                fn_push_front(fn, ev);
+                wisp_fn_push_front(fn, ev);
             } else {
                 if (*next == 0 || ev->not_before < *next)
                     *next = ev->not_before;
@@ -483,6 +489,17 @@ bool wisp_pool_idle(const struct wisp_pool *p)
 size_t wisp_pool_abandon(struct wisp_pool *p)
 {
     size_t n = 0;
+    /* Executors first: stopping one puts the events queued behind its
+     * running one back on the queue, which is emptied next. */
+    struct exe *e = p->exes;
+    while (e) {
+        struct exe *next = e->next;
+        if (e->state == EXE_BUSY)
+            n++;
+        if (e->state != EXE_IDLE)
+            wisp_exe_stop(e, true, WISP_OUTCOME_REJECTED, "abandoned at shutdown");
+        e = next;
+    }
     for (struct fn *fn = p->fns; fn; fn = fn->next) {
         struct pev *ev;
         while ((ev = wisp_fn_pop(fn))) {
@@ -494,15 +511,6 @@ size_t wisp_pool_abandon(struct wisp_pool *p)
             wisp_pev_free(ev);
             n++;
         }
-    }
-    struct exe *e = p->exes;
-    while (e) {
-        struct exe *next = e->next;
-        if (e->state == EXE_BUSY)
-            n++;
-        if (e->state != EXE_IDLE)
-            wisp_exe_stop(e, true, WISP_OUTCOME_REJECTED, "abandoned at shutdown");
-        e = next;
     }
     return n;
 }

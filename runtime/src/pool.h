@@ -75,7 +75,8 @@ void wisp_pool_foreach(struct wisp_pool *pool, void (*cb)(void *ud, const struct
 
 /* Accepts one MQTT message for every active function with a matching
  * trigger. Copies its arguments. Returns the number of functions it was
- * queued for (0: nothing matched) or a negative errno. */
+ * queued for (0: nothing matched) or a negative errno. Call
+ * wisp_pool_schedule after a batch of submissions to start the work. */
 int wisp_pool_submit_mqtt(struct wisp_pool *pool, const char *topic, const void *payload,
                           size_t len, int qos, int retain);
 
@@ -83,6 +84,10 @@ int wisp_pool_submit_mqtt(struct wisp_pool *pool, const char *topic, const void 
  * the id assigned (at least 40 bytes). */
 int wisp_pool_submit_to(struct wisp_pool *pool, const char *fn_name, const char *subject,
                         const void *payload, size_t len, char *event_id);
+
+/* Hands queued events to executors (starting them as needed) and writes
+ * what was handed over. */
+void wisp_pool_schedule(struct wisp_pool *pool);
 
 /* Milliseconds until wisp_pool_tick has work (deadlines, idle stops,
  * retries), or -1. */

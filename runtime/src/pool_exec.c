@@ -54,6 +54,7 @@ int wisp_exe_spawn(struct wisp_pool *p, struct fn *fn)
     if (!e)
         return -ENOMEM;
     wisp_buf_init(&e->rb);
+    wisp_buf_init(&e->wb);
     e->pool = p;
     e->fn = fn;
     int rc = p->hooks.spawn(p->hooks.spawn_ud, &e->pid, &e->fd);
@@ -63,7 +64,8 @@ int wisp_exe_spawn(struct wisp_pool *p, struct fn *fn)
         return rc;
     }
     /* Writes block briefly at most: an executor reads whole frames whenever
-     * it is not running a handler, and we only write to idle ones. */
+     * it is not running a handler, and what is queued behind a running
+     * handler stays within the socket buffer (PIPE_MAX_BYTES). */
     struct timeval tv = {.tv_sec = 2, .tv_usec = 0};
     (void)setsockopt(e->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     e->watch = wisp_loop_add(p->loop, e->fd, EPOLLIN, on_readable, e);
@@ -91,6 +93,19 @@ int wisp_exe_spawn(struct wisp_pool *p, struct fn *fn)
     return 0;
 }
 
+/* Pipelining bounds: enough to keep a busy executor fed between wakeups,
+ * small enough that the frames fit the socket buffer (so writing never
+ * waits for a running handler) and that a timeout sends few events back
+ * to the queue. */
+enum { PIPE_MAX_EVENTS = 32, PIPE_MAX_BYTES = 64 * 1024 };
+
+static void arm_deadline(struct exe *e, uint64_t now)
+{
+    uint32_t t = e->fn->spec->timeout_ms;
+    e->started_ns = now;
+    e->deadline_ns = now + ((uint64_t)t + grace_ms(t)) * 1000000ULL;
+}
+
 int wisp_exe_dispatch(struct exe *e, struct pev *ev)
 {
     struct wisp_pool *p = e->pool;
@@ -109,19 +124,56 @@ int wisp_exe_dispatch(struct exe *e, struct pev *ev)
     (void)snprintf(source, sizeof(source), "wisp://%s/%s", p->cfg.device,
                    ev->blob->subject ? "mqtt" : "invoke");
     wev.source = source;
-    e->seq = ++p->next_seq;
-    wisp_ipc_encode_invoke(&p->wb, e->seq, &wev);
-    e->cur = ev;
-    e->state = EXE_BUSY;
-    e->fn->n_busy++;
-    e->started_ns = wisp_mono_ns();
-    e->deadline_ns =
-        e->started_ns + (e->fn->spec->timeout_ms + grace_ms(e->fn->spec->timeout_ms)) * 1000000ULL;
-    if (send_frame(e, &p->wb) != 0) {
-        wisp_exe_stop(e, true, WISP_OUTCOME_CRASH, "executor stopped accepting events");
-        return -EIO;
+    ev->seq = ++p->next_seq;
+    wisp_ipc_encode_invoke(&p->wb, ev->seq, &wev);
+    wisp_buf_put(&e->wb, p->wb.data, p->wb.len);
+    if (p->wb.oom || e->wb.oom) {
+        e->wb.oom = false;
+        wisp_fn_push_front(e->fn, ev);
+        return -ENOMEM;
+    }
+    ev->next = NULL;
+    if (e->inflight_tail)
+        e->inflight_tail->next = ev;
+    else
+        e->inflight_head = ev;
+    e->inflight_tail = ev;
+    e->n_inflight++;
+    e->inflight_bytes += ev->blob->len;
+    if (e->state == EXE_IDLE) {
+        e->state = EXE_BUSY;
+        e->fn->n_busy++;
+        arm_deadline(e, wisp_mono_ns());
     }
     return 0;
+}
+
+struct exe *wisp_exe_find_pipeline(struct wisp_pool *p, const struct fn *fn, const struct pev *ev)
+{
+    struct exe *best = NULL;
+    for (struct exe *e = p->exes; e; e = e->next) {
+        if (e->fn != fn || e->state != EXE_BUSY || e->n_inflight >= PIPE_MAX_EVENTS ||
+            e->inflight_bytes + ev->blob->len > PIPE_MAX_BYTES)
+            continue;
+        if (!best || e->n_inflight < best->n_inflight)
+            best = e;
+    }
+    return best;
+}
+
+void wisp_exe_flush(struct wisp_pool *p)
+{
+    struct exe *e = p->exes;
+    while (e) {
+        struct exe *next = e->next; /* a failed write stops e */
+        if (e->wb.len) {
+            int rc = wisp_ipc_write_all(e->fd, e->wb.data, e->wb.len);
+            wisp_buf_reset(&e->wb);
+            if (rc != 0)
+                wisp_exe_stop(e, true, WISP_OUTCOME_CRASH, "executor stopped accepting events");
+        }
+        e = next;
+    }
 }
 
 void wisp_exe_stop(struct exe *e, bool kill_it, enum wisp_outcome outcome, const char *msg)
@@ -129,7 +181,7 @@ void wisp_exe_stop(struct exe *e, bool kill_it, enum wisp_outcome outcome, const
     struct wisp_pool *p = e->pool;
     struct fn *fn = e->fn;
     if (kill_it)
-        kill(e->pid, SIGKILL);
+        (void)kill(e->pid, SIGKILL);
     wisp_loop_remove(p->loop, e->watch);
     close(e->fd);
     exe_unlink(p, e);
@@ -141,7 +193,22 @@ void wisp_exe_stop(struct exe *e, bool kill_it, enum wisp_outcome outcome, const
     struct pev *ev = NULL;
     if (e->state == EXE_BUSY) {
         fn->n_busy--;
-        ev = e->cur;
+        /* The running event ends with this outcome; those queued behind it
+         * never started and go back to the front of the queue, in order. */
+        ev = e->inflight_head;
+        struct pev *rest = ev->next, *rev = NULL;
+        ev->next = NULL;
+        while (rest) {
+            struct pev *n = rest->next;
+            rest->next = rev;
+            rev = rest;
+            rest = n;
+        }
+        while (rev) {
+            struct pev *n = rev->next;
+            wisp_fn_push_front(fn, rev);
+            rev = n;
+        }
     } else if (e->state == EXE_LOADING && msg) {
         /* It never got ready: the event it was started for fails, so that
          * a function that cannot initialise does not spin forever. */
@@ -151,6 +218,7 @@ void wisp_exe_stop(struct exe *e, bool kill_it, enum wisp_outcome outcome, const
     uint64_t init_ns = e->init_ns;
     uint64_t started_ns = e->started_ns;
     wisp_buf_fini(&e->rb);
+    wisp_buf_fini(&e->wb);
     free(e);
     if (ev) {
         struct wisp_result res;
@@ -219,22 +287,32 @@ static const char *handle_result(struct exe *e, struct wisp_rd *rd, bool *retire
     bool recycled;
     if (e->state != EXE_BUSY || wisp_ipc_decode_result(rd, &seq, &res, &recycled) != 0)
         return "executor sent a malformed reply";
-    if (seq != e->seq) {
+    struct pev *ev = e->inflight_head;
+    if (seq != ev->seq) {
         wisp_result_fini(&res);
         return "executor answered the wrong event";
     }
     struct fn *fn = e->fn;
-    struct pev *ev = e->cur;
     bool cold = e->cold;
-    e->cur = NULL;
+    e->inflight_head = ev->next;
+    if (!e->inflight_head)
+        e->inflight_tail = NULL;
+    ev->next = NULL;
+    e->n_inflight--;
+    e->inflight_bytes -= ev->blob->len;
     e->cold = recycled; /* a re-created instance pays initialisation again */
-    e->state = EXE_IDLE;
-    e->idle_since_ns = wisp_mono_ns();
-    fn->n_busy--;
+    uint64_t now = wisp_mono_ns();
+    if (e->inflight_head) {
+        arm_deadline(e, now); /* the next event starts now */
+    } else {
+        e->state = EXE_IDLE;
+        e->idle_since_ns = now;
+        fn->n_busy--;
+    }
     wisp_pool_finish(e->pool, fn, ev, &res, cold, e->init_ns);
     wisp_result_fini(&res);
     /* A retired version serves nothing new: let its executors go. */
-    *retire = fn->retired && !fn->qhead;
+    *retire = e->state == EXE_IDLE && fn->retired && !fn->qhead;
     return NULL;
 }
 

@@ -25,6 +25,7 @@ struct pev {
     char time[32];
     int qos;
     int retain;
+    uint64_t seq;        /* INVOKE sequence number while handed to an executor */
     unsigned attempt;    /* failed attempts so far */
     uint64_t not_before; /* retry backoff (monotonic ns) */
 };
@@ -50,8 +51,13 @@ struct exe {
     int fd;
     struct wisp_watch *watch;
     enum exe_state state;
-    struct pev *cur;
-    uint64_t seq;
+    /* Events handed over, oldest (running) first. Events queue in the
+     * executor's socket behind the running one, so a busy executor goes
+     * from one event to the next without waiting for the supervisor. */
+    struct pev *inflight_head, *inflight_tail;
+    unsigned n_inflight;
+    size_t inflight_bytes;
+    struct wisp_buf wb; /* INVOKE frames not yet written (see wisp_exe_flush) */
     uint64_t started_ns, deadline_ns, idle_since_ns;
     bool cold;        /* the next result is this executor's first */
     uint64_t init_ns; /* instance creation time, reported on the cold start */
@@ -72,12 +78,12 @@ struct wisp_pool {
 };
 
 /* pool.c */
-void wisp_pool_schedule(struct wisp_pool *p);
 void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct wisp_result *res,
                       bool cold, uint64_t init_ns);
 void wisp_pool_fn_maybe_free(struct wisp_pool *p, struct fn *fn);
 void wisp_pev_free(struct pev *ev);
 struct pev *wisp_fn_pop(struct fn *fn);
+void wisp_fn_push_front(struct fn *fn, struct pev *ev);
 
 /* pool_report.c */
 /* Logs the REPORT line of a finished invocation (and its error, if any). */
@@ -97,6 +103,10 @@ int wisp_exe_dispatch(struct exe *e, struct pev *ev);
  * kill_it. An event in flight is finished with outcome/msg. */
 void wisp_exe_stop(struct exe *e, bool kill_it, enum wisp_outcome outcome, const char *msg);
 struct exe *wisp_exe_find_idle(struct wisp_pool *p, const struct fn *fn);
+/* A busy executor of fn that can take ev behind its current event. */
+struct exe *wisp_exe_find_pipeline(struct wisp_pool *p, const struct fn *fn, const struct pev *ev);
+/* Writes the INVOKE frames dispatched since the last flush. */
+void wisp_exe_flush(struct wisp_pool *p);
 /* Evicts the least recently used idle executor not serving `fn`. */
 bool wisp_exe_evict_lru(struct wisp_pool *p, const struct fn *fn);
 void wisp_exe_tick(struct wisp_pool *p, uint64_t now, uint64_t *next_deadline);

@@ -122,6 +122,7 @@ static void on_mqtt(void *ud, int fd, uint32_t events)
         }
     }
     wisp_mqtt_msg_free(chain);
+    wisp_pool_schedule(s->pool);
 }
 
 static void begin_drain(struct sup *s, const char *why)
