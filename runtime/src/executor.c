@@ -106,8 +106,8 @@ int wisp_executor_confine(void)
                                              offsetof(struct seccomp_data, args[0]));
     prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (__u32)getpid(), 1, 0);
     prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, eperm);
-    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS,
-                                             offsetof(struct seccomp_data, nr));
+    prog[n++] =
+        (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr));
     /* openat(dirfd, path, flags) and open(path, flags): read-only opens
      * pass, anything that could write or create a file is refused. Layout:
      *   0 JEQ openat ? 1 : 3     1 LD flags(arg 2)   2 JSET write ? DENY : ALLOW

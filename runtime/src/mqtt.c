@@ -46,9 +46,22 @@
 /* Paho's default is 30 s; a gateway should notice a dead link sooner. */
 enum { CONNECT_TIMEOUT_S = 15 };
 
+const char *mqtt_paho_strerror(int rc)
+{
+    const struct wisp_paho_api *api = wisp_paho_any();
+    return api ? api->strerror_(rc) : NULL;
+}
+
+const char *mqtt_reason_string(enum MQTTReasonCodes code)
+{
+    const struct wisp_paho_api *api = wisp_paho_any();
+    const char *s = api ? api->reasonCode_toString(code) : NULL;
+    return s ? s : "unknown reason";
+}
+
 const char *mqtt_paho_err(int rc)
 {
-    const char *s = MQTTAsync_strerror(rc);
+    const char *s = mqtt_paho_strerror(rc);
     return s ? s : "unknown Paho error";
 }
 
@@ -161,7 +174,7 @@ static void on_disconnected(void *ctx, MQTTProperties *props, enum MQTTReasonCod
     (void)props;
     mqtt_cb_enter(m);
     (void)snprintf(reason, sizeof(reason), "broker sent DISCONNECT: %s (0x%02x)",
-                   MQTTReasonCode_toString(rc), (unsigned)rc);
+                   mqtt_reason_string(rc), (unsigned)rc);
     link_down(m, reason, false);
     mqtt_cb_leave(m);
 }
@@ -191,7 +204,7 @@ static void connect_failed(struct wisp_mqtt *m, int code, const char *message, i
     pthread_mutex_unlock(&m->lock);
     if (v5_reason >= 0x80)
         n = snprintf(reason, sizeof(reason), "broker refused the connection: %s (0x%02x)",
-                     MQTTReasonCode_toString((enum MQTTReasonCodes)v5_reason), v5_reason);
+                     mqtt_reason_string((enum MQTTReasonCodes)v5_reason), v5_reason);
     else if (connack_text(code))
         n = snprintf(reason, sizeof(reason), "broker refused the connection: %s (%d)",
                      connack_text(code), code);
@@ -259,22 +272,23 @@ static int create_client(struct wisp_mqtt *m, char *err, size_t errlen)
     /* We enforce max_buffered ourselves (wisp_mqtt_publish refuses new
      * messages past it): Paho's own limit drops the oldest message without
      * any callback, which would strand the copy we keep of it. */
-    co.maxBufferedMessages = m->max_buffered > INT_MAX / 2 - 1024 ? INT_MAX : m->max_buffered * 2 + 1024;
+    co.maxBufferedMessages =
+        m->max_buffered > INT_MAX / 2 - 1024 ? INT_MAX : m->max_buffered * 2 + 1024;
     co.deleteOldestMessages = 0;
     co.restoreMessages = 0;
     co.MQTTVersion = m->version;
-    int rc = MQTTAsync_createWithOptions(&m->client, m->paho_uri, m->client_id,
-                                         MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
+    int rc = m->api->createWithOptions(&m->client, m->paho_uri, m->client_id,
+                                       MQTTCLIENT_PERSISTENCE_NONE, NULL, &co);
     if (rc != MQTTASYNC_SUCCESS) {
         m->client = NULL;
         return wisp_errf(err, errlen, -EINVAL, "mqtt: cannot create a client for %s: %s", m->uri,
                          mqtt_paho_err(rc));
     }
-    rc = MQTTAsync_setCallbacks(m->client, m, on_connection_lost, mqtt_on_message, NULL);
+    rc = m->api->setCallbacks(m->client, m, on_connection_lost, mqtt_on_message, NULL);
     if (rc == MQTTASYNC_SUCCESS)
-        rc = MQTTAsync_setConnected(m->client, m, on_connected);
+        rc = m->api->setConnected(m->client, m, on_connected);
     if (rc == MQTTASYNC_SUCCESS && m->version == MQTTVERSION_5)
-        rc = MQTTAsync_setDisconnected(m->client, m, on_disconnected);
+        rc = m->api->setDisconnected(m->client, m, on_disconnected);
     if (rc != MQTTASYNC_SUCCESS)
         return wisp_errf(err, errlen, -EIO, "mqtt: cannot set callbacks: %s", mqtt_paho_err(rc));
     return 0;
@@ -302,6 +316,11 @@ int wisp_mqtt_create(const struct wisp_mqtt_config *cfg, struct wisp_mqtt **out,
         rc = wisp_errf(err, errlen, -errno, "mqtt: eventfd: %s", strerror(errno));
         goto fail;
     }
+    m->api = wisp_paho_load(m->tls, err, errlen);
+    if (!m->api) {
+        rc = -ENOENT;
+        goto fail;
+    }
     rc = create_client(m, err, errlen);
     if (rc)
         goto fail;
@@ -325,11 +344,11 @@ static int retry_s(int ms)
     return s < 1 ? 1 : s;
 }
 
-static void set_session_expiry(MQTTProperties *props, uint32_t seconds)
+static void set_session_expiry(const struct wisp_mqtt *m, MQTTProperties *props, uint32_t seconds)
 {
     MQTTProperty p = {.identifier = MQTTPROPERTY_CODE_SESSION_EXPIRY_INTERVAL};
     p.value.integer4 = seconds;
-    if (MQTTProperties_add(props, &p) != 0)
+    if (m->api->properties_add(props, &p) != 0)
         log_warn("could not set the session expiry interval; the session ends at disconnect");
 }
 
@@ -347,7 +366,7 @@ static int connect_call(struct wisp_mqtt *m)
         co.onFailure5 = on_connect_fail5;
         if (!m->clean_start) {
             /* Without a Session Expiry Interval an MQTT 5 session ends at disconnect. */
-            set_session_expiry(&props, m->session_expiry_s);
+            set_session_expiry(m, &props, m->session_expiry_s);
             co.connectProperties = &props;
         }
     } else {
@@ -374,8 +393,8 @@ static int connect_call(struct wisp_mqtt *m)
         ssl.ssl_error_context = m;
         co.ssl = &ssl;
     }
-    int rc = MQTTAsync_connect(m->client, &co);
-    MQTTProperties_free(&props);
+    int rc = m->api->connect(m->client, &co);
+    m->api->properties_free(&props);
     if (rc == MQTTASYNC_SUCCESS) {
         m->connect_accepted = true;
         return 0;
@@ -412,7 +431,7 @@ int wisp_mqtt_start(struct wisp_mqtt *m)
 /* One step of our own retry schedule (see the comment at the top). */
 static void retry_connect(struct wisp_mqtt *m)
 {
-    if (m->connect_accepted && MQTTAsync_reconnect(m->client) == MQTTASYNC_SUCCESS) {
+    if (m->connect_accepted && m->api->reconnect(m->client) == MQTTASYNC_SUCCESS) {
         log_debug("asked Paho to retry connecting to %s", m->uri);
         return;
     }
@@ -473,7 +492,7 @@ static void disconnect_and_wait(struct wisp_mqtt *m, int timeout_ms)
     d.onSuccess = on_disconnect_done;
     d.onFailure = on_disconnect_failed;
     d.context = m;
-    if (MQTTAsync_disconnect(m->client, &d) != MQTTASYNC_SUCCESS)
+    if (m->api->disconnect(m->client, &d) != MQTTASYNC_SUCCESS)
         return;
     /* Paho needs up to the timeout, then a moment to write DISCONNECT. */
     uint64_t deadline = wisp_mono_ns() + ms_ns(d.timeout) + ms_ns(1000);
@@ -492,7 +511,7 @@ void wisp_mqtt_destroy(struct wisp_mqtt *m, int timeout_ms)
         disconnect_and_wait(m, timeout_ms);
         /* Fails whatever is still pending through our callbacks, then stops
          * calling them: Paho runs callbacks under the mutex destroy takes. */
-        MQTTAsync_destroy(&m->client);
+        m->api->destroy(&m->client);
     }
     for (int i = 0; i < 500 && atomic_load(&m->in_callback) > 0; i++)
         sleep_ms(2);

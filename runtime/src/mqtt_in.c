@@ -138,8 +138,8 @@ int mqtt_on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *ms
     atomic_fetch_add(&m->st.received, 1);
     if (wake)
         mqtt_signal(m);
-    MQTTAsync_freeMessage(&msg);
-    MQTTAsync_free(topic);
+    m->api->freeMessage(&msg);
+    m->api->free_(topic);
     mqtt_cb_leave(m);
     return 1;
 }
@@ -168,7 +168,7 @@ static void sub_result(struct sub_req *req, size_t i, int code)
     /* MQTT 3.1.1 has a single failure code, 0x80; MQTT 5 says why. */
     log_warn("broker %s refused the subscription to '%s' (qos %d): %s (0x%02x)", req->m->uri,
              req->subs[i].filter, req->subs[i].qos,
-             req->m->version == MQTTVERSION_5 ? MQTTReasonCode_toString((enum MQTTReasonCodes)code)
+             req->m->version == MQTTVERSION_5 ? mqtt_reason_string((enum MQTTReasonCodes)code)
                                               : "failure",
              (unsigned)code);
 }
@@ -275,7 +275,7 @@ static int send_subscribe(struct wisp_mqtt *m, const struct mqtt_sub *subs, size
         ro.onSuccess = on_sub_ok;
         ro.onFailure = on_sub_fail;
     }
-    int prc = MQTTAsync_subscribeMany(m->client, (int)n, filters, qos, &ro);
+    int prc = m->api->subscribeMany(m->client, (int)n, filters, qos, &ro);
     if (prc == MQTTASYNC_SUCCESS) {
         req = NULL; /* the callback frees it */
         rc = 0;
@@ -309,7 +309,7 @@ static void on_unsub_fail5(void *ctx, MQTTAsync_failureData5 *r)
     mqtt_cb_enter(m);
     if (r && r->reasonCode >= 0x80)
         log_warn("broker %s refused an unsubscribe: %s (0x%02x)", m->uri,
-                 MQTTReasonCode_toString(r->reasonCode), (unsigned)r->reasonCode);
+                 mqtt_reason_string(r->reasonCode), (unsigned)r->reasonCode);
     else if (!atomic_load(&m->destroying))
         log_debug("unsubscribe did not complete: %s", mqtt_paho_err(r ? r->code : -1));
     mqtt_cb_leave(m);
@@ -327,7 +327,7 @@ static int send_unsubscribe(struct wisp_mqtt *m, char *const *filters, size_t n)
         ro.onFailure5 = on_unsub_fail5;
     else
         ro.onFailure = on_unsub_fail;
-    int rc = MQTTAsync_unsubscribeMany(m->client, (int)n, filters, &ro);
+    int rc = m->api->unsubscribeMany(m->client, (int)n, filters, &ro);
     return rc == MQTTASYNC_SUCCESS ? 0 : rc == MQTTASYNC_DISCONNECTED ? -ENOTCONN : -EIO;
 }
 
@@ -547,7 +547,7 @@ void mqtt_in_nudge(struct wisp_mqtt *m)
                 ro.onSuccess = on_nudge_ok;
                 ro.onFailure = on_nudge_fail;
             }
-            rc = MQTTAsync_unsubscribe(m->client, NUDGE_FILTER, &ro);
+            rc = m->api->unsubscribe(m->client, NUDGE_FILTER, &ro);
         }
         if (rc != MQTTASYNC_SUCCESS) {
             free(nd);

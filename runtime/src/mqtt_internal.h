@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "mqtt.h"
+#include "paho.h"
 
 /* Where the link stands, as seen from Paho's callbacks. */
 enum mqtt_link {
@@ -41,6 +42,7 @@ struct mqtt_counters {
 };
 
 struct wisp_mqtt {
+    const struct wisp_paho_api *api; /* the Paho variant this client uses */
     MQTTAsync client;
     int efd;
 
@@ -62,13 +64,13 @@ struct wisp_mqtt {
     struct wisp_mqtt_msg *head, *tail; /* events for wisp_mqtt_take */
     size_t queued;                     /* WISP_MQTT_MESSAGE entries in it */
     enum mqtt_link link;
-    uint64_t conn_gen;   /* bumped on every new connection */
-    bool connect_failed; /* a connect attempt failed since the last CONNECTED */
-    bool backlog;        /* Paho may hold messages we deferred (returned 0 for) */
-    uint64_t arrivals;   /* messageArrived calls, to see whether a nudge drained one */
-    int nudges;          /* nudges in flight */
-    char tls_error[256]; /* last OpenSSL error Paho reported */
-    struct mqtt_out *live_head;                 /* QoS 1/2 handed to Paho, not completed */
+    uint64_t conn_gen;          /* bumped on every new connection */
+    bool connect_failed;        /* a connect attempt failed since the last CONNECTED */
+    bool backlog;               /* Paho may hold messages we deferred (returned 0 for) */
+    uint64_t arrivals;          /* messageArrived calls, to see whether a nudge drained one */
+    int nudges;                 /* nudges in flight */
+    char tls_error[256];        /* last OpenSSL error Paho reported */
+    struct mqtt_out *live_head; /* QoS 1/2 handed to Paho, not completed */
     struct mqtt_out *resend_head, *resend_tail; /* QoS 1/2 cut off by a lost connection */
 
     /* Any thread. */
@@ -101,6 +103,9 @@ int mqtt_load_config(struct wisp_mqtt *m, const struct wisp_mqtt_config *cfg, ch
 
 /* Paho's text for one of its return codes, never NULL. */
 const char *mqtt_paho_err(int rc);
+/* Paho's own strings for return and reason codes (any loaded variant). */
+const char *mqtt_paho_strerror(int rc);
+const char *mqtt_reason_string(enum MQTTReasonCodes code);
 
 /* Makes the eventfd readable. Any thread. */
 void mqtt_signal(struct wisp_mqtt *m);

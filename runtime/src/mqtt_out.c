@@ -54,7 +54,7 @@ static void sent_failed(struct wisp_mqtt *m, int code, int v5_reason)
     if (!atomic_load(&m->destroying) && (n == 0 || (n + 1) % 1000 == 0))
         log_warn("publish failed (%llu so far): %s (code %d)%s%s", (unsigned long long)n + 1,
                  mqtt_paho_err(code), code, v5_reason >= 0x80 ? "; broker: " : "",
-                 v5_reason >= 0x80 ? MQTTReasonCode_toString((enum MQTTReasonCodes)v5_reason) : "");
+                 v5_reason >= 0x80 ? mqtt_reason_string((enum MQTTReasonCodes)v5_reason) : "");
 }
 
 /* A QoS 1/2 message kept until its delivery completes. */
@@ -272,7 +272,7 @@ static int send_out(struct mqtt_out *o)
         ro.onSuccess = on_out_sent;
         ro.onFailure = on_out_failed;
     }
-    int rc = MQTTAsync_sendMessage(m->client, o->topic, &msg, &ro);
+    int rc = m->api->sendMessage(m->client, o->topic, &msg, &ro);
     if (rc != MQTTASYNC_SUCCESS) {
         pthread_mutex_lock(&m->lock);
         live_remove(m, o);
@@ -298,7 +298,7 @@ static int send_qos0(struct wisp_mqtt *m, const char *topic, const void *payload
         ro.onSuccess = on_sent;
         ro.onFailure = on_send_failed;
     }
-    return MQTTAsync_sendMessage(m->client, topic, &msg, &ro);
+    return m->api->sendMessage(m->client, topic, &msg, &ro);
 }
 
 int wisp_mqtt_publish(struct wisp_mqtt *m, const char *topic, const void *payload, size_t len,
