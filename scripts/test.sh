@@ -29,7 +29,7 @@ for pass in $passes; do
       (cd build && ctest --output-on-failure -j2 "$@") || status=1 ;;
     asan)
       run_pass asan build-asan -DCMAKE_BUILD_TYPE=Debug -DWISP_SANITIZE=address,undefined
-      (cd build-asan && ASAN_OPTIONS=detect_leaks=1 ctest --output-on-failure -j2 -LE 'fuzz|bench') || status=1 ;;
+      (cd build-asan && ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$PWD/../tests/lsan.supp ctest --output-on-failure -j2 -LE 'fuzz|bench') || status=1 ;;
     fuzz)
       if command -v clang >/dev/null; then
         CC=clang run_pass fuzz build-fuzz -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang
