@@ -11,7 +11,7 @@ packages=(
   libcjson-dev                              # JSON in C (function.json, config)
   liblmdb-dev libmbedtls-dev libmicrohttpd-dev  # state store, signing, control plane API
   mosquitto mosquitto-clients openssl       # a real broker for tests and the quickstart
-  clang                                     # the libFuzzer target
+  clang libclang-rt-14-dev                  # the libFuzzer target (runtime is only recommended)
 )
 if [ "${WISP_WITH_NODE:-0}" = 1 ]; then
   packages+=(nodejs npm)
