@@ -235,11 +235,12 @@ void wisp_executor_main(int fd)
     _exit(0);
 }
 
-int wisp_executor_fork(pid_t *pid, int *fd)
+int wisp_fork_with_socket(pid_t *pid, int *fd)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
         return -errno;
+    pid_t parent = getpid();
     pid_t p = fork();
     if (p < 0) {
         int e = errno;
@@ -248,27 +249,36 @@ int wisp_executor_fork(pid_t *pid, int *fd)
         return -e;
     }
     if (p == 0) {
-        pid_t parent = getppid();
-        /* Cannot fail for a valid signal; the check below covers a
-         * parent that died before it took effect. */
+        /* Cannot fail for a valid signal; the check below covers a parent
+         * that died before it took effect. */
         (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent)
             _exit(0);
-        /* Keep only stdio and our end of the socket (moved to fd 3). */
+        /* Keep only stdio and our end of the socket, moved to fd 3. */
         if (dup2(sv[1], 3) < 0)
             _exit(2);
         syscall(SYS_close_range, 4U, ~0U, 0U);
-        int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        if (devnull >= 0) {
-            dup2(devnull, STDIN_FILENO);
-            close(devnull);
-        }
-        wisp_executor_main(3);
+        *pid = 0;
+        *fd = 3;
+        return 0;
     }
     close(sv[1]);
     *pid = p;
     *fd = sv[0];
     return 0;
+}
+
+int wisp_executor_fork(pid_t *pid, int *fd)
+{
+    int rc = wisp_fork_with_socket(pid, fd);
+    if (rc != 0 || *pid != 0)
+        return rc;
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (devnull >= 0) {
+        (void)dup2(devnull, STDIN_FILENO);
+        close(devnull);
+    }
+    wisp_executor_main(3);
 }
 
 int wisp_executor_spawn_direct(void *ud, pid_t *pid, int *fd)

@@ -19,6 +19,11 @@ void wisp_executor_main(int fd) __attribute__((noreturn));
  * Returns 0 or a negative errno. */
 int wisp_executor_fork(pid_t *pid, int *fd);
 
+/* socketpair + fork for a child that dies with its parent: in the child
+ * (*pid == 0) only stdio and its end of the socket (fd 3, in *fd) stay
+ * open; the parent gets the child's pid and its own end. 0 or -errno. */
+int wisp_fork_with_socket(pid_t *pid, int *fd);
+
 /* How callers obtain executors: the zygote in wispd, wisp_executor_fork
  * elsewhere. */
 typedef int (*wisp_spawn_fn)(void *ud, pid_t *pid, int *fd);

@@ -87,29 +87,30 @@ void wisp_ipc_frame_end(struct wisp_buf *b)
     memcpy(b->data, &body, sizeof(body));
 }
 
+/* Copies n bytes out of the frame, or zeroes out and marks it bad. */
+static void rd_fixed(struct wisp_rd *r, void *out, size_t n)
+{
+    if (r->bad || r->left < n) {
+        r->bad = true;
+        memset(out, 0, n);
+        return;
+    }
+    memcpy(out, r->p, n);
+    r->p += n;
+    r->left -= n;
+}
+
 uint32_t wisp_rd_u32(struct wisp_rd *r)
 {
-    uint32_t v = 0;
-    if (r->bad || r->left < sizeof(v)) {
-        r->bad = true;
-        return 0;
-    }
-    memcpy(&v, r->p, sizeof(v));
-    r->p += sizeof(v);
-    r->left -= sizeof(v);
+    uint32_t v;
+    rd_fixed(r, &v, sizeof(v));
     return v;
 }
 
 uint64_t wisp_rd_u64(struct wisp_rd *r)
 {
-    uint64_t v = 0;
-    if (r->bad || r->left < sizeof(v)) {
-        r->bad = true;
-        return 0;
-    }
-    memcpy(&v, r->p, sizeof(v));
-    r->p += sizeof(v);
-    r->left -= sizeof(v);
+    uint64_t v;
+    rd_fixed(r, &v, sizeof(v));
     return v;
 }
 

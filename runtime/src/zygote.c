@@ -6,7 +6,6 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -67,40 +66,25 @@ static void zygote_loop(int sock)
 
 int wisp_zygote_start(struct wisp_zygote *z)
 {
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
-        return -errno;
-    pid_t parent = getpid();
-    pid_t p = fork();
-    if (p < 0) {
-        int e = errno;
-        close(sv[0]);
-        close(sv[1]);
-        return -e;
-    }
+    pid_t p;
+    int fd;
+    int rc = wisp_fork_with_socket(&p, &fd);
+    if (rc != 0)
+        return rc;
     if (p == 0) {
-        /* Cannot fail for a valid signal; the check below covers a
-         * parent that died before it took effect. */
-        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
-            _exit(0);
         (void)prctl(PR_SET_NAME, "wispd-zygote"); /* cosmetic */
         sigset_t none;
         sigemptyset(&none);
         if (sigprocmask(SIG_SETMASK, &none, NULL) != 0)
             log_warn("cannot reset the zygote's signal mask: %s", strerror(errno));
-        if (dup2(sv[1], 3) < 0)
-            _exit(2);
-        syscall(SYS_close_range, 4U, ~0U, 0U);
-        zygote_loop(3);
+        zygote_loop(fd);
     }
-    close(sv[1]);
     /* A zygote that stops answering must not hang the supervisor's loop. */
     struct timeval tv = {.tv_sec = 5, .tv_usec = 0};
-    (void)setsockopt(sv[0], SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    (void)setsockopt(sv[0], SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    (void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     z->pid = p;
-    z->sock = sv[0];
+    z->sock = fd;
     return 0;
 }
 
