@@ -48,6 +48,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench_common.h"
+
 enum mode { MODE_CLOSED, MODE_COLD, MODE_PROBE };
 enum phase { PH_WARMUP, PH_MEASURE, PH_DRAIN, PH_DONE };
 
@@ -752,6 +754,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    if (bench_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
     g.in_topic = "bench/in";
     g.out_topic = "bench/out";
     g.inflight = 1;
@@ -770,10 +776,7 @@ int main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--now")) {
+        if (!strcmp(a, "--now")) {
             printf("%llu\n", (unsigned long long)mono_ns());
             return 0;
         } else if (!strcmp(a, "--no-nodelay")) {

@@ -23,6 +23,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench_common.h"
+
 static MQTTAsync client;
 static const char *in_topic = "bench/in";
 static const char *out_topic = "bench/out";
@@ -129,13 +131,14 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     const char *broker = NULL;
+    if (bench_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--broker") && v) {
+        if (!strcmp(a, "--broker") && v) {
             broker = v;
             i++;
         } else if (!strcmp(a, "--qos") && v) {

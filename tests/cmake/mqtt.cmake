@@ -7,7 +7,7 @@ target_include_directories(wisptestbroker PUBLIC lib)
 target_compile_definitions(wisptestbroker PRIVATE
   WISP_BROKER_SH="${CMAKE_CURRENT_SOURCE_DIR}/lib/broker.sh")
 
-add_executable(mqtt_client integration/mqtt_client.c)
+add_executable(mqtt_client integration/mqtt_client.c integration/mqtt_harness.c)
 target_link_libraries(mqtt_client PRIVATE wispcore wispcheck wisptestbroker)
 add_test(NAME mqtt_client COMMAND mqtt_client)
 # The whole run takes well under a minute; the timeout only catches a hang.

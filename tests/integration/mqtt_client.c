@@ -19,195 +19,9 @@
 #include "check.h"
 #include "log.h"
 #include "mqtt.h"
+#include "mqtt_harness.h"
 #include "testbroker.h"
 #include "util.h"
-
-/* A client and the events the loop took that the test has not consumed. */
-struct tc {
-    struct wisp_mqtt *m;
-    struct wisp_mqtt_msg *head, *tail;
-};
-
-enum { MAX_CLIENTS = 8 };
-static struct tc *clients[MAX_CLIENTS];
-
-static void cfg_init(struct wisp_mqtt_config *c, const char *uri, const char *id, int version)
-{
-    memset(c, 0, sizeof(*c));
-    c->uri = uri;
-    c->client_id = id;
-    c->version = version;
-    c->clean_start = 1;
-    c->keepalive_s = 10;
-    c->reconnect_min_ms = 100;
-    c->reconnect_max_ms = 1000;
-}
-
-/* Creates the client, sets its subscriptions (NULL-terminated) and starts it. */
-static bool tc_open(struct tc *t, const struct wisp_mqtt_config *c, const char *const *filters)
-{
-    char err[512];
-    int qos[8] = {1, 1, 1, 1, 1, 1, 1, 1};
-    size_t n = 0;
-    memset(t, 0, sizeof(*t));
-    if (wisp_mqtt_create(c, &t->m, err, sizeof(err)) != 0) {
-        (void)fprintf(stderr, "create %s: %s\n", c->client_id, err);
-        return false;
-    }
-    while (filters && filters[n])
-        n++;
-    CHECK_INT_EQ(wisp_mqtt_set_subscriptions(t->m, filters, qos, n), 0);
-    for (int i = 0; i < MAX_CLIENTS; i++) {
-        if (!clients[i]) {
-            clients[i] = t;
-            break;
-        }
-    }
-    return wisp_mqtt_start(t->m) == 0;
-}
-
-static void tc_close(struct tc *t)
-{
-    for (int i = 0; i < MAX_CLIENTS; i++)
-        if (clients[i] == t)
-            clients[i] = NULL;
-    wisp_mqtt_destroy(t->m, 1000);
-    wisp_mqtt_msg_free(t->head);
-    memset(t, 0, sizeof(*t));
-}
-
-static void tc_append(struct tc *t, struct wisp_mqtt_msg *chain)
-{
-    for (struct wisp_mqtt_msg *next; chain; chain = next) {
-        next = chain->next;
-        chain->next = NULL;
-        if (t->tail)
-            t->tail->next = chain;
-        else
-            t->head = chain;
-        t->tail = chain;
-    }
-}
-
-/* One loop iteration over every open client: wait up to ms for an eventfd
- * (or for a tick that is due), take what is there, tick. */
-static void pump(int ms)
-{
-    struct pollfd p[MAX_CLIENTS];
-    int n = 0, wait = ms;
-    uint64_t now = wisp_mono_ns();
-    for (int i = 0; i < MAX_CLIENTS; i++) {
-        if (!clients[i])
-            continue;
-        int t = wisp_mqtt_tick(clients[i]->m, now);
-        wait = t >= 0 && t < wait ? t : wait;
-        p[n++] = (struct pollfd){.fd = wisp_mqtt_fd(clients[i]->m), .events = POLLIN};
-    }
-    if (poll(p, (nfds_t)n, wait) <= 0)
-        return;
-    for (int i = 0, k = 0; i < MAX_CLIENTS; i++) {
-        if (!clients[i])
-            continue;
-        if (p[k++].revents & POLLIN)
-            tc_append(clients[i], wisp_mqtt_take(clients[i]->m));
-    }
-}
-
-static struct wisp_mqtt_msg *tc_remove(struct tc *t, enum wisp_mqtt_event_kind kind,
-                                       const char *topic, const char *payload)
-{
-    for (struct wisp_mqtt_msg **pp = &t->head, *prev = NULL; *pp; prev = *pp, pp = &(*pp)->next) {
-        struct wisp_mqtt_msg *e = *pp;
-        if (e->kind != kind || (topic && strcmp(e->topic, topic) != 0) ||
-            (payload && strcmp(e->payload, payload) != 0))
-            continue;
-        *pp = e->next;
-        if (t->tail == e)
-            t->tail = prev;
-        e->next = NULL;
-        return e;
-    }
-    return NULL;
-}
-
-/* Pumps until t has an event of `kind` (for messages: on topic, with the
- * payload, when given) and hands it over; NULL after timeout_ms. */
-static struct wisp_mqtt_msg *tc_wait(struct tc *t, enum wisp_mqtt_event_kind kind,
-                                     const char *topic, const char *payload, int timeout_ms)
-{
-    uint64_t deadline = wisp_mono_ns() + (uint64_t)timeout_ms * 1000000u;
-    for (;;) {
-        struct wisp_mqtt_msg *e = tc_remove(t, kind, topic, payload);
-        if (e)
-            return e;
-        uint64_t now = wisp_mono_ns();
-        if (now >= deadline)
-            return NULL;
-        int left = (int)((deadline - now) / 1000000u) + 1;
-        pump(left < 50 ? left : 50);
-    }
-}
-
-/* Waits for an event and frees it; true when it came. */
-static bool tc_expect(struct tc *t, enum wisp_mqtt_event_kind kind, const char *topic,
-                      const char *payload, int timeout_ms)
-{
-    struct wisp_mqtt_msg *e = tc_wait(t, kind, topic, payload, timeout_ms);
-    if (!e && kind == WISP_MQTT_MESSAGE)
-        (void)fprintf(stderr, "  no message on %s within %d ms\n", topic ? topic : "any topic",
-                      timeout_ms);
-    else if (!e)
-        (void)fprintf(stderr, "  no %s event within %d ms\n",
-                      kind == WISP_MQTT_LOST ? "LOST" : "CONNECTED", timeout_ms);
-    wisp_mqtt_msg_free(e);
-    return e != NULL;
-}
-
-/* Publishes probes on topic (which t subscribes to) every 300 ms until one
- * comes back: then every subscription t sent before is in place. */
-static bool tc_sync(struct tc *t, const char *topic, int timeout_ms)
-{
-    static int seq;
-    char probe[32];
-    (void)snprintf(probe, sizeof(probe), "probe-%d", ++seq);
-    for (int waited = 0; waited < timeout_ms; waited += 300) {
-        if (wisp_mqtt_publish(t->m, topic, probe, strlen(probe), 0, 0) != 0)
-            return false;
-        if (tc_expect(t, WISP_MQTT_MESSAGE, topic, probe, 300))
-            return true;
-    }
-    return false;
-}
-
-/* Pumps until nothing is pending on t (all publishes completed). */
-static bool tc_flush(struct tc *t, int timeout_ms)
-{
-    uint64_t deadline = wisp_mono_ns() + (uint64_t)timeout_ms * 1000000u;
-    while (wisp_mqtt_pending(t->m) > 0 && wisp_mono_ns() < deadline)
-        pump(10);
-    return wisp_mqtt_pending(t->m) == 0;
-}
-
-static size_t tc_count(const struct tc *t, const char *topic)
-{
-    size_t n = 0;
-    for (const struct wisp_mqtt_msg *e = t->head; e; e = e->next)
-        n += e->kind == WISP_MQTT_MESSAGE && (!topic || strcmp(e->topic, topic) == 0);
-    return n;
-}
-
-static void tc_drop_all(struct tc *t)
-{
-    wisp_mqtt_msg_free(t->head);
-    t->head = t->tail = NULL;
-}
-
-static int pub(struct tc *t, const char *topic, const char *payload, int qos, int retain)
-{
-    return wisp_mqtt_publish(t->m, topic, payload, strlen(payload), qos, retain);
-}
-
-/* ---- tests ------------------------------------------------------------- */
 
 static int create_error(const struct wisp_mqtt_config *c, char *err, size_t errlen)
 {
@@ -308,10 +122,8 @@ static void pubsub(int version)
     struct wisp_mqtt_config c;
     struct tc a, p;
     static const char bin[] = {'\0', 1, (char)0xff, '\0', 'z'};
-    if (wisp_testbroker_start(&b, NULL) != 0) {
-        CHECK(!"broker");
+    if (!broker_up(&b, NULL))
         return;
-    }
     cfg_init(&c, b.uri, "pub", version);
     const char *psubs[] = {"out/#", NULL};
     CHECK(tc_open(&p, &c, psubs));
@@ -381,10 +193,8 @@ static void test_set_subscriptions(void)
     struct wisp_testbroker b;
     struct wisp_mqtt_config c;
     struct tc a, p;
-    if (wisp_testbroker_start(&b, NULL) != 0) {
-        CHECK(!"broker");
+    if (!broker_up(&b, NULL))
         return;
-    }
     cfg_init(&c, b.uri, "set-p", 5);
     CHECK(tc_open(&p, &c, NULL));
     cfg_init(&c, b.uri, "set-a", 5);
@@ -435,24 +245,14 @@ static void test_connect_refused(void)
     struct wisp_mqtt_config c;
     struct tc a3, a5;
     struct wisp_testbroker_opts o = {.extra_conf = "allow_anonymous false"};
-    if (wisp_testbroker_start(&b, &o) != 0) {
-        CHECK(!"broker");
+    if (!broker_up(&b, &o))
         return;
-    }
     cfg_init(&c, b.uri, "refused-3", 3);
     CHECK(tc_open(&a3, &c, NULL));
     cfg_init(&c, b.uri, "refused-5", 5);
     CHECK(tc_open(&a5, &c, NULL));
-    struct wisp_mqtt_msg *e = tc_wait(&a3, WISP_MQTT_LOST, NULL, NULL, 5000);
-    CHECK(e && e->connect_failed == 1);
-    if (e)
-        CHECK_CONTAINS(e->reason, "broker refused the connection: not authorized (5)");
-    wisp_mqtt_msg_free(e);
-    e = tc_wait(&a5, WISP_MQTT_LOST, NULL, NULL, 5000);
-    CHECK(e && e->connect_failed == 1);
-    if (e)
-        CHECK_CONTAINS(e->reason, "broker refused the connection: Not authorized (0x87)");
-    wisp_mqtt_msg_free(e);
+    tc_expect_lost(&a3, true, "broker refused the connection: not authorized (5)", NULL);
+    tc_expect_lost(&a5, true, "broker refused the connection: Not authorized (0x87)", NULL);
     tc_close(&a3);
     tc_close(&a5);
     wisp_testbroker_cleanup(&b);
@@ -472,11 +272,7 @@ static void test_broker_late(void)
     c.max_buffered = 5;
     const char *subs[] = {"late/#", NULL};
     CHECK(tc_open(&a, &c, subs));
-    struct wisp_mqtt_msg *e = tc_wait(&a, WISP_MQTT_LOST, NULL, NULL, 5000);
-    CHECK(e && e->connect_failed == 1 && e->reason && *e->reason);
-    if (e)
-        (void)fprintf(stderr, "  first connect failed as expected: %s\n", e->reason);
-    wisp_mqtt_msg_free(e);
+    tc_expect_lost(&a, true, NULL, "first connect failed as expected");
     struct wisp_mqtt_stats st;
     wisp_mqtt_get_stats(a.m, &st);
     CHECK(!st.connected);
@@ -514,10 +310,8 @@ static void test_broker_restart(void)
     struct wisp_mqtt_config c;
     struct tc a, s;
     struct wisp_testbroker_opts o = {.persistence = true};
-    if (wisp_testbroker_start(&b, &o) != 0) {
-        CHECK(!"broker");
+    if (!broker_up(&b, &o))
         return;
-    }
     cfg_init(&c, b.uri, "restart-s", 5);
     c.clean_start = 0;
     const char *ssubs[] = {"buf/#", "ssync/s", NULL};
@@ -534,11 +328,7 @@ static void test_broker_restart(void)
     CHECK(tc_flush(&a, 5000));
 
     CHECK_INT_EQ(wisp_testbroker_stop(&b, false), 0);
-    struct wisp_mqtt_msg *e = tc_wait(&a, WISP_MQTT_LOST, NULL, NULL, 5000);
-    CHECK(e && e->connect_failed == 0);
-    if (e)
-        (void)fprintf(stderr, "  connection lost as expected: %s\n", e->reason ? e->reason : "-");
-    wisp_mqtt_msg_free(e);
+    tc_expect_lost(&a, false, NULL, "connection lost as expected");
     CHECK(tc_expect(&s, WISP_MQTT_LOST, NULL, NULL, 5000));
     for (int i = 1; i <= 3; i++) {
         char payload[16];
@@ -589,8 +379,7 @@ static void test_tls(void)
     CHECK_INT_EQ(wisp_testbroker_tmpdir("mqtt-pki", pki, sizeof(pki)), 0);
     CHECK_INT_EQ(wisp_testbroker_make_certs(pki), 0);
     struct wisp_testbroker_opts o = {.tls_dir = pki};
-    if (wisp_testbroker_start(&b, &o) != 0) {
-        CHECK(!"broker");
+    if (!broker_up(&b, &o)) {
         wisp_testbroker_rmtree(pki);
         return;
     }
@@ -604,23 +393,13 @@ static void test_tls(void)
 
     tls_cfg(&c, b.tls_uri, "tls-nocert", pki, paths, false);
     CHECK(tc_open(&n, &c, NULL));
-    struct wisp_mqtt_msg *e = tc_wait(&n, WISP_MQTT_LOST, NULL, NULL, 5000);
-    CHECK(e && e->connect_failed == 1 && e->reason);
-    if (e)
-        (void)fprintf(stderr, "  without a client certificate: %s\n", e->reason);
-    wisp_mqtt_msg_free(e);
+    tc_expect_lost(&n, true, NULL, "without a client certificate");
 
     /* A CA that did not sign the broker's certificate. */
     tls_cfg(&c, b.tls_uri, "tls-wrongca", pki, paths, true);
     c.tls_ca = paths[1];
     CHECK(tc_open(&w, &c, NULL));
-    e = tc_wait(&w, WISP_MQTT_LOST, NULL, NULL, 5000);
-    CHECK(e && e->connect_failed == 1);
-    if (e) {
-        CHECK_CONTAINS(e->reason, "certificate verify failed");
-        (void)fprintf(stderr, "  with the wrong CA: %s\n", e->reason);
-    }
-    wisp_mqtt_msg_free(e);
+    tc_expect_lost(&w, true, "certificate verify failed", "with the wrong CA");
     CHECK(!tc_expect(&n, WISP_MQTT_CONNECTED, NULL, NULL, 1000));
     CHECK(!tc_expect(&w, WISP_MQTT_CONNECTED, NULL, NULL, 10));
     tc_close(&w);
@@ -673,8 +452,7 @@ static void refused(int version)
     CHECK(f && fputs(dynsec_json, f) >= 0 && fclose(f) == 0);
     (void)snprintf(extra, sizeof(extra), "plugin %s\nplugin_opt_config_file %s", plugin, json);
     struct wisp_testbroker_opts o = {.extra_conf = extra};
-    if (wisp_testbroker_start(&b, &o) != 0) {
-        CHECK(!"broker");
+    if (!broker_up(&b, &o)) {
         wisp_testbroker_rmtree(dir);
         return;
     }
@@ -701,62 +479,73 @@ static void test_subscribe_refused_v5(void)
     refused(5);
 }
 
-/* With the loop not taking, the client defers beyond max_queued (Paho keeps
- * the rest) and loses nothing once the loop takes again. */
-static void test_backpressure(void)
-{
-    enum { N = 40, MAXQ = 3 };
+/* The backpressure tests' world: a broker, a publisher p, and a subscriber
+ * a on "<name>/#" that queues at most max_queued messages. */
+struct bp {
     struct wisp_testbroker b;
-    struct wisp_mqtt_config c;
     struct tc a, p;
-    if (wisp_testbroker_start(&b, NULL) != 0) {
-        CHECK(!"broker");
-        return;
-    }
-    cfg_init(&c, b.uri, "bp-p", 3);
-    CHECK(tc_open(&p, &c, NULL));
-    cfg_init(&c, b.uri, "bp-a", 3);
-    c.max_queued = MAXQ;
-    c.keepalive_s = 60; /* no PINGRESP to shake Paho's queue loose */
-    const char *subs[] = {"bp/#", "bpsync/a", NULL};
-    CHECK(tc_open(&a, &c, subs));
-    CHECK(tc_expect(&a, WISP_MQTT_CONNECTED, NULL, NULL, 5000));
-    CHECK(tc_expect(&p, WISP_MQTT_CONNECTED, NULL, NULL, 5000));
-    CHECK(tc_sync(&a, "bpsync/a", 5000));
-    tc_drop_all(&a);
-    struct wisp_mqtt_stats st;
-    wisp_mqtt_get_stats(a.m, &st);
-    uint64_t before = st.received;
+    char topic[32], filter[32], sync[32], a_id[32], p_id[32];
+};
 
-    for (int i = 0; i < N; i++) {
+/* Both clients connected, a's subscriptions in place, nothing held. */
+static bool bp_open(struct bp *x, const char *name, int max_queued)
+{
+    struct wisp_mqtt_config c;
+    (void)snprintf(x->topic, sizeof(x->topic), "%s/n", name);
+    (void)snprintf(x->filter, sizeof(x->filter), "%s/#", name);
+    (void)snprintf(x->sync, sizeof(x->sync), "%ssync/a", name);
+    (void)snprintf(x->a_id, sizeof(x->a_id), "%s-a", name);
+    (void)snprintf(x->p_id, sizeof(x->p_id), "%s-p", name);
+    if (!broker_up(&x->b, NULL))
+        return false;
+    cfg_init(&c, x->b.uri, x->p_id, 3);
+    CHECK(tc_open(&x->p, &c, NULL));
+    cfg_init(&c, x->b.uri, x->a_id, 3);
+    c.max_queued = max_queued;
+    c.keepalive_s = 60; /* no PINGRESP to shake Paho's queue loose */
+    const char *subs[] = {x->filter, x->sync, NULL};
+    CHECK(tc_open(&x->a, &c, subs));
+    CHECK(tc_expect(&x->a, WISP_MQTT_CONNECTED, NULL, NULL, 5000));
+    CHECK(tc_expect(&x->p, WISP_MQTT_CONNECTED, NULL, NULL, 5000));
+    CHECK(tc_sync(&x->a, x->sync, 5000));
+    tc_drop_all(&x->a);
+    return true;
+}
+
+/* p publishes "0" to "n-1" on the topic at QoS 1. */
+static void bp_publish(struct bp *x, int n)
+{
+    for (int i = 0; i < n; i++) {
         char payload[16];
         (void)snprintf(payload, sizeof(payload), "%d", i);
-        CHECK_INT_EQ(pub(&p, "bp/n", payload, 1, 0), 0);
+        CHECK_INT_EQ(pub(&x->p, x->topic, payload, 1, 0), 0);
     }
-    /* Not pump(): that would take from `a` too. */
+}
+
+/* Waits (up to 5 s) until a has deferred at least min redeliveries, with
+ * only p's loop running: pump() would take from a too. */
+static void bp_wait_deferred(struct bp *x, uint64_t min, struct wisp_mqtt_stats *st)
+{
     uint64_t deadline = wisp_mono_ns() + 5000000000u;
     do {
         usleep(2000);
-        wisp_mqtt_tick(p.m, wisp_mono_ns());
-        wisp_mqtt_get_stats(a.m, &st);
-    } while (st.redelivery_deferred == 0 && wisp_mono_ns() < deadline);
-    CHECK(st.redelivery_deferred > 0);
-    CHECK_INT_EQ(st.received - before, MAXQ);
-    struct wisp_mqtt_msg *first = wisp_mqtt_take(a.m);
-    size_t n = 0;
-    for (struct wisp_mqtt_msg *e = first; e; e = e->next)
-        n++;
-    CHECK_INT_EQ(n, MAXQ);
-    tc_append(&a, first);
+        wisp_mqtt_tick(x->p.m, wisp_mono_ns());
+        wisp_mqtt_get_stats(x->a.m, st);
+    } while (st->redelivery_deferred < min && wisp_mono_ns() < deadline);
+    CHECK(st->redelivery_deferred >= min);
+}
 
-    /* Taking again lets everything through, in order, each once. */
-    deadline = wisp_mono_ns() + 5000000000u;
-    while (tc_count(&a, "bp/n") < N && wisp_mono_ns() < deadline)
+/* Pumps until a holds n messages on the topic: "0" to "n-1", in order,
+ * each once. */
+static void bp_check_all(struct bp *x, int n)
+{
+    uint64_t deadline = wisp_mono_ns() + 5000000000u;
+    while (tc_count(&x->a, x->topic) < (size_t)n && wisp_mono_ns() < deadline)
         pump(20);
-    CHECK_INT_EQ(tc_count(&a, "bp/n"), N);
+    CHECK_INT_EQ(tc_count(&x->a, x->topic), n);
     int expect = 0;
-    for (struct wisp_mqtt_msg *e = a.head; e; e = e->next) {
-        if (e->kind != WISP_MQTT_MESSAGE || strcmp(e->topic, "bp/n") != 0)
+    for (struct wisp_mqtt_msg *e = x->a.head; e; e = e->next) {
+        if (e->kind != WISP_MQTT_MESSAGE || strcmp(e->topic, x->topic) != 0)
             continue;
         char *end = NULL;
         long got = strtol(e->payload, &end, 10);
@@ -764,65 +553,62 @@ static void test_backpressure(void)
         CHECK_INT_EQ(got, expect);
         expect++;
     }
-    wisp_mqtt_get_stats(a.m, &st);
+}
+
+static void bp_close(struct bp *x)
+{
+    tc_close(&x->a);
+    tc_close(&x->p);
+    wisp_testbroker_cleanup(&x->b);
+}
+
+/* With the loop not taking, the client defers beyond max_queued (Paho keeps
+ * the rest) and loses nothing once the loop takes again. */
+static void test_backpressure(void)
+{
+    enum { N = 40, MAXQ = 3 };
+    struct bp x;
+    if (!bp_open(&x, "bp", MAXQ))
+        return;
+    struct wisp_mqtt_stats st;
+    wisp_mqtt_get_stats(x.a.m, &st);
+    uint64_t before = st.received;
+    bp_publish(&x, N);
+    bp_wait_deferred(&x, 1, &st);
+    CHECK_INT_EQ(st.received - before, MAXQ);
+    struct wisp_mqtt_msg *first = wisp_mqtt_take(x.a.m);
+    size_t n = 0;
+    for (struct wisp_mqtt_msg *e = first; e; e = e->next)
+        n++;
+    CHECK_INT_EQ(n, MAXQ);
+    tc_append(&x.a, first);
+
+    /* Taking again lets everything through, in order, each once. */
+    bp_check_all(&x, N);
+    wisp_mqtt_get_stats(x.a.m, &st);
     (void)fprintf(stderr, "  %d messages, %llu deferrals\n", N,
                   (unsigned long long)st.redelivery_deferred);
-    tc_close(&a);
-    tc_close(&p);
-    wisp_testbroker_cleanup(&b);
+    bp_close(&x);
 }
 
 /* Messages Paho holds for us (deferred) survive a broker restart. */
 static void test_backpressure_restart(void)
 {
     enum { N = 20, MAXQ = 2 };
-    struct wisp_testbroker b;
-    struct wisp_mqtt_config c;
-    struct tc a, p;
-    if (wisp_testbroker_start(&b, NULL) != 0) {
-        CHECK(!"broker");
+    struct bp x;
+    if (!bp_open(&x, "bpr", MAXQ))
         return;
-    }
-    cfg_init(&c, b.uri, "bpr-p", 3);
-    CHECK(tc_open(&p, &c, NULL));
-    cfg_init(&c, b.uri, "bpr-a", 3);
-    c.max_queued = MAXQ;
-    c.keepalive_s = 60;
-    const char *subs[] = {"bpr/#", "bprsync/a", NULL};
-    CHECK(tc_open(&a, &c, subs));
-    CHECK(tc_expect(&a, WISP_MQTT_CONNECTED, NULL, NULL, 5000));
-    CHECK(tc_expect(&p, WISP_MQTT_CONNECTED, NULL, NULL, 5000));
-    CHECK(tc_sync(&a, "bprsync/a", 5000));
-    tc_drop_all(&a);
-    for (int i = 0; i < N; i++) {
-        char payload[16];
-        (void)snprintf(payload, sizeof(payload), "%d", i);
-        CHECK_INT_EQ(pub(&p, "bpr/n", payload, 1, 0), 0);
-    }
+    bp_publish(&x, N);
     /* Every arrival after the queue filled made Paho offer its head again
      * (and us refuse it): N - MAXQ refusals mean all N reached Paho. */
     struct wisp_mqtt_stats st;
-    uint64_t deadline = wisp_mono_ns() + 5000000000u;
-    do {
-        usleep(2000);
-        wisp_mqtt_get_stats(a.m, &st);
-    } while (st.redelivery_deferred < N - MAXQ && wisp_mono_ns() < deadline);
-    CHECK(st.redelivery_deferred >= N - MAXQ);
+    bp_wait_deferred(&x, N - MAXQ, &st);
 
-    CHECK_INT_EQ(wisp_testbroker_restart(&b), 0);
-    CHECK(tc_expect(&a, WISP_MQTT_LOST, NULL, NULL, 5000));
-    CHECK(tc_expect(&a, WISP_MQTT_CONNECTED, NULL, NULL, 10000));
-    deadline = wisp_mono_ns() + 5000000000u;
-    while (tc_count(&a, "bpr/n") < N && wisp_mono_ns() < deadline)
-        pump(20);
-    CHECK_INT_EQ(tc_count(&a, "bpr/n"), N);
-    int expect = 0;
-    for (struct wisp_mqtt_msg *e = a.head; e; e = e->next)
-        if (e->kind == WISP_MQTT_MESSAGE && strcmp(e->topic, "bpr/n") == 0)
-            CHECK_INT_EQ(strtol(e->payload, NULL, 10), expect++);
-    tc_close(&a);
-    tc_close(&p);
-    wisp_testbroker_cleanup(&b);
+    CHECK_INT_EQ(wisp_testbroker_restart(&x.b), 0);
+    CHECK(tc_expect(&x.a, WISP_MQTT_LOST, NULL, NULL, 5000));
+    CHECK(tc_expect(&x.a, WISP_MQTT_CONNECTED, NULL, NULL, 10000));
+    bp_check_all(&x, N);
+    bp_close(&x);
 }
 
 int main(int argc, char **argv)

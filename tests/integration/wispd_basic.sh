@@ -2,14 +2,9 @@
 # publish -> handler -> output through a real mosquitto and a real wispd:
 # wildcards, two functions on one topic, a broken function rejected while
 # the others run, the REPORT line, and the shipped examples end to end.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/../lib/broker.sh"
-source "$here/../lib/wisp.sh"
-test_tmp_init
+source "$(dirname "$0")/../lib/wispd_test.sh"
 broker_start
 
-fns=$TEST_TMP/functions
 make_fn "$fns" double 'in/+/n' 'return function(e, ctx) ctx.publish("out/double/" .. e.subject:match("in/(.-)/n"), {n = e.data.n * 2}) end'
 make_fn "$fns" echo-all 'in/#' 'return function(e, ctx) ctx.publish("out/echo", e.payload) end'
 make_fn "$fns" square 'in/+/n' 'return function(e, ctx) ctx.publish("out/square", tostring(e.data.n ^ 2)) end'

@@ -2,14 +2,9 @@
 # The broker restarts in the middle of a stream: wispd notices, reconnects
 # and re-subscribes by itself, outputs produced while the broker was away
 # are delivered once it is back, and events published afterwards are served.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/../lib/broker.sh"
-source "$here/../lib/wisp.sh"
-test_tmp_init
+source "$(dirname "$0")/../lib/wispd_test.sh"
 BROKER_PERSIST=1 broker_start
 
-fns=$TEST_TMP/functions
 # 100 ms per event, so a burst of 20 is still being worked on when the broker goes.
 FN_QOS=1 make_fn "$fns" relay 'in/#' 'return function(e, ctx)
   local t = os.clock(); while os.clock() - t < 0.1 do end

@@ -1,14 +1,9 @@
 #!/usr/bin/env bash
 # SIGTERM stops intake, finishes accepted work and exits 0; past
 # shutdown_timeout_ms it abandons what is left, says so, and still exits 0.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/../lib/broker.sh"
-source "$here/../lib/wisp.sh"
-test_tmp_init
+source "$(dirname "$0")/../lib/wispd_test.sh"
 broker_start
 
-fns=$TEST_TMP/functions
 make_fn "$fns" slow 't/slow' 'return function(e, ctx)
   ctx.log.info("working on", e.payload)
   local t = os.clock(); while os.clock() - t < 0.3 do end

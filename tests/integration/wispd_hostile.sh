@@ -2,14 +2,9 @@
 # Hostile handlers inside a real wispd: each one fails only its own
 # invocation (with the right outcome), the next event is served normally,
 # and wispd keeps running.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/../lib/broker.sh"
-source "$here/../lib/wisp.sh"
-test_tmp_init
+source "$(dirname "$0")/../lib/wispd_test.sh"
 broker_start
 
-fns=$TEST_TMP/functions
 limits='"limits": {"timeout_ms": 300, "memory_kb": 2048}'
 # name @ expected outcome (a regex) @ the hostile body
 cases=(

@@ -1,14 +1,9 @@
 #!/usr/bin/env bash
 # Malformed, huge, binary and non-UTF-8 payloads: each gets a clear outcome
 # and none disturbs wispd or the events after it.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/../lib/broker.sh"
-source "$here/../lib/wisp.sh"
-test_tmp_init
+source "$(dirname "$0")/../lib/wispd_test.sh"
 broker_start
 
-fns=$TEST_TMP/functions
 make_fn "$fns" inspect 'p/+' 'return function(e, ctx)
   ctx.publish("out/" .. e.subject:sub(3), #e.payload .. " " .. type(e.data) .. " " .. tostring(e.datacontenttype))
 end' '"limits": {"memory_kb": 8192}'

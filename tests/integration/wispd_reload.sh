@@ -2,14 +2,9 @@
 # SIGHUP reloads the functions folder without a restart: an added function
 # starts serving, a changed one serves its new version while an event that
 # started on the old version finishes there, and a removed one stops.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/../lib/broker.sh"
-source "$here/../lib/wisp.sh"
-test_tmp_init
+source "$(dirname "$0")/../lib/wispd_test.sh"
 broker_start
 
-fns=$TEST_TMP/functions
 slow='return function(e, ctx)
   if e.payload == "slow" then
     ctx.log.info("slow started")

@@ -2,18 +2,13 @@
 # Executors scale out with queued work up to limits.concurrency and the
 # gateway-wide executors.max, and scale to zero after the idle timeout (the
 # next event is a cold start).
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/../lib/broker.sh"
-source "$here/../lib/wisp.sh"
-test_tmp_init
+source "$(dirname "$0")/../lib/wispd_test.sh"
 broker_start
 
 busy='return function(e, ctx)
   local t = os.clock(); while os.clock() - t < 0.2 do end
   ctx.publish("out/" .. ctx.fn.name, e.payload)
 end'
-fns=$TEST_TMP/functions
 make_fn "$fns" wide 't/wide' "$busy" '"limits": {"concurrency": 3, "timeout_ms": 2000}'
 make_fn "$fns" narrow 't/narrow' "$busy" '"limits": {"concurrency": 1, "timeout_ms": 2000}'
 

@@ -2,16 +2,11 @@
 # wispd over TLS with a client certificate against a mosquitto listener that
 # requires one (CA and certificates made with openssl by the test); without
 # the client certificate the broker refuses it and wispd says so.
-set -euo pipefail
-here=$(cd "$(dirname "$0")" && pwd)
-source "$here/../lib/broker.sh"
-source "$here/../lib/wisp.sh"
-test_tmp_init
+source "$(dirname "$0")/../lib/wispd_test.sh"
 pki=$TEST_TMP/pki
 tls_make_certs "$pki"
 broker_start_tls "$pki"
 
-fns=$TEST_TMP/functions
 make_fn "$fns" tls-echo 'secure/in' 'return function(e, ctx) ctx.publish("secure/out", "got " .. e.payload) end'
 
 cat >"$TEST_TMP/wispd.json" <<JSON

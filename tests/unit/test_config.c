@@ -9,28 +9,14 @@
 
 #include "check.h"
 #include "config.h"
+#include "testutil.h"
 
 static char err[1024];
-
-/* Writes text to a fresh temp file; path receives its name. */
-static bool temp_json(char *path, size_t cap, const char *text)
-{
-    (void)snprintf(path, cap, "/tmp/wisp-test-config-XXXXXX");
-    int fd = mkstemp(path);
-    CHECK(fd >= 0);
-    if (fd < 0)
-        return false;
-    size_t len = strlen(text);
-    bool ok = write(fd, text, len) == (ssize_t)len;
-    CHECK(ok);
-    CHECK(close(fd) == 0);
-    return ok;
-}
 
 /* Loads text as a config file into c; returns the result, err says why. */
 static int load_text(struct wisp_config *c, const char *text, char *path, size_t cap)
 {
-    if (!temp_json(path, cap, text))
+    if (!wisp_test_temp_file(path, cap, "config", text))
         return -EIO;
     err[0] = '\0';
     int rc = wisp_config_load_file(c, path, err, sizeof(err));
@@ -290,14 +276,30 @@ static void test_load_file_object_for_value(void)
     wisp_config_fini(&c);
 }
 
+/* Defaults, functions set, and key=value when key is given. */
+static void config_with(struct wisp_config *c, const char *key, const char *value)
+{
+    wisp_config_defaults(c);
+    CHECK_INT_EQ(wisp_config_set(c, "functions", "/srv/fns", err, sizeof(err)), 0);
+    if (key)
+        CHECK_INT_EQ(wisp_config_set(c, key, value, err, sizeof(err)), 0);
+}
+
+/* wisp_config_finish must refuse c with an error containing want. */
+static void finish_refuses(struct wisp_config *c, const char *want)
+{
+    err[0] = '\0';
+    CHECK_INT_EQ(wisp_config_finish(c, err, sizeof(err)), -EINVAL);
+    CHECK_CONTAINS(err, want);
+}
+
 static void test_finish(void)
 {
     struct wisp_config c;
     char host[256] = "";
 
     /* Device defaults to the host name, client id to "wisp-<device>". */
-    wisp_config_defaults(&c);
-    CHECK_INT_EQ(wisp_config_set(&c, "functions", "/srv/fns", err, sizeof(err)), 0);
+    config_with(&c, NULL, NULL);
     CHECK_INT_EQ(wisp_config_finish(&c, err, sizeof(err)), 0);
     CHECK(gethostname(host, sizeof(host) - 1) == 0);
     CHECK_STR_EQ(c.device, host);
@@ -309,55 +311,37 @@ static void test_finish(void)
     CHECK(c.client_id == NULL);
     CHECK(c.functions == NULL);
 
-    wisp_config_defaults(&c);
-    CHECK_INT_EQ(wisp_config_set(&c, "functions", "/srv/fns", err, sizeof(err)), 0);
-    CHECK_INT_EQ(wisp_config_set(&c, "device", "gw-7", err, sizeof(err)), 0);
+    config_with(&c, "device", "gw-7");
     CHECK_INT_EQ(wisp_config_finish(&c, err, sizeof(err)), 0);
     CHECK_STR_EQ(c.device, "gw-7");
     CHECK_STR_EQ(c.client_id, "wisp-gw-7");
     wisp_config_fini(&c);
 
     /* An explicit client id is kept. */
-    wisp_config_defaults(&c);
-    CHECK_INT_EQ(wisp_config_set(&c, "functions", "/srv/fns", err, sizeof(err)), 0);
-    CHECK_INT_EQ(wisp_config_set(&c, "device", "gw-7", err, sizeof(err)), 0);
+    config_with(&c, "device", "gw-7");
     CHECK_INT_EQ(wisp_config_set(&c, "client-id", "custom", err, sizeof(err)), 0);
     CHECK_INT_EQ(wisp_config_finish(&c, err, sizeof(err)), 0);
     CHECK_STR_EQ(c.client_id, "custom");
     wisp_config_fini(&c);
 
     wisp_config_defaults(&c);
-    err[0] = '\0';
-    CHECK_INT_EQ(wisp_config_finish(&c, err, sizeof(err)), -EINVAL);
-    CHECK_CONTAINS(err, "functions: required");
+    finish_refuses(&c, "functions: required");
     wisp_config_fini(&c);
 
-    wisp_config_defaults(&c);
-    CHECK_INT_EQ(wisp_config_set(&c, "functions", "/srv/fns", err, sizeof(err)), 0);
-    CHECK_INT_EQ(wisp_config_set(&c, "mqtt.reconnect_min_ms", "5000", err, sizeof(err)), 0);
+    config_with(&c, "mqtt.reconnect_min_ms", "5000");
     CHECK_INT_EQ(wisp_config_set(&c, "mqtt.reconnect_max_ms", "1000", err, sizeof(err)), 0);
-    err[0] = '\0';
-    CHECK_INT_EQ(wisp_config_finish(&c, err, sizeof(err)), -EINVAL);
-    CHECK_CONTAINS(err, "mqtt.reconnect_min_ms: must not exceed mqtt.reconnect_max_ms");
+    finish_refuses(&c, "mqtt.reconnect_min_ms: must not exceed mqtt.reconnect_max_ms");
     /* Equal is fine. */
     CHECK_INT_EQ(wisp_config_set(&c, "mqtt.reconnect_max_ms", "5000", err, sizeof(err)), 0);
     CHECK_INT_EQ(wisp_config_finish(&c, err, sizeof(err)), 0);
     wisp_config_fini(&c);
 
-    wisp_config_defaults(&c);
-    CHECK_INT_EQ(wisp_config_set(&c, "functions", "/srv/fns", err, sizeof(err)), 0);
-    CHECK_INT_EQ(wisp_config_set(&c, "mqtt-version", "4", err, sizeof(err)), 0);
-    err[0] = '\0';
-    CHECK_INT_EQ(wisp_config_finish(&c, err, sizeof(err)), -EINVAL);
-    CHECK_CONTAINS(err, "mqtt.version: must be 3 or 5, got 4");
+    config_with(&c, "mqtt-version", "4");
+    finish_refuses(&c, "mqtt.version: must be 3 or 5, got 4");
     wisp_config_fini(&c);
 
-    wisp_config_defaults(&c);
-    CHECK_INT_EQ(wisp_config_set(&c, "functions", "/srv/fns", err, sizeof(err)), 0);
-    CHECK_INT_EQ(wisp_config_set(&c, "log-level", "loud", err, sizeof(err)), 0);
-    err[0] = '\0';
-    CHECK_INT_EQ(wisp_config_finish(&c, err, sizeof(err)), -EINVAL);
-    CHECK_CONTAINS(err, "log_level: must be debug, info, warn or error, got \"loud\"");
+    config_with(&c, "log-level", "loud");
+    finish_refuses(&c, "log_level: must be debug, info, warn or error, got \"loud\"");
     wisp_config_fini(&c);
 }
 

@@ -5,13 +5,11 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -20,6 +18,7 @@
 #include "engine.h"
 #include "fnspec.h"
 #include "log.h"
+#include "testutil.h"
 #include "util.h"
 
 struct fn {
@@ -29,20 +28,12 @@ struct fn {
     void *inst;
 };
 
-static void write_file(const char *dir, const char *rel, const char *data, size_t len)
-{
-    char path[256];
-    (void)snprintf(path, sizeof(path), "%s/%s", dir, rel);
-    CHECK_INT_EQ(wisp_write_file_atomic(path, data, len), 0);
-}
-
 static void fn_init(struct fn *f, const char *src, uint32_t memory_kb, uint32_t timeout_ms)
 {
     memset(f, 0, sizeof(*f));
-    (void)snprintf(f->dir, sizeof(f->dir), "/tmp/wisp-test-lua-XXXXXX");
-    CHECK(mkdtemp(f->dir) != NULL);
+    (void)wisp_test_mkdtemp(f->dir, sizeof(f->dir), "lua");
     if (src)
-        write_file(f->dir, "handler.lua", src, strlen(src));
+        wisp_test_write(f->dir, "handler.lua", src);
     f->env[0] = (struct wisp_env_var){"THRESHOLD", "30"};
     f->env[1] = (struct wisp_env_var){"MODE", "test"};
     f->spec.dir = f->dir;
@@ -55,19 +46,11 @@ static void fn_init(struct fn *f, const char *src, uint32_t memory_kb, uint32_t 
     f->spec.n_env = 2;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void fn_fini(struct fn *f)
 {
     wisp_engine_lua.destroy(f->inst);
     f->inst = NULL;
-    CHECK_INT_EQ(nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS), 0);
+    wisp_test_rmtree(f->dir);
 }
 
 /* Creates the instance; err receives the message on failure. */
@@ -77,19 +60,20 @@ static int fn_create(struct fn *f, char *err, size_t errlen)
     return wisp_engine_lua.create(&f->spec, &f->inst, err, errlen);
 }
 
+/* fn_init, then an instance that must be created. */
+static void fn_open(struct fn *f, const char *src, uint32_t memory_kb, uint32_t timeout_ms)
+{
+    char err[256];
+    fn_init(f, src, memory_kb, timeout_ms);
+    int rc = fn_create(f, err, sizeof(err));
+    if (rc != 0)
+        (void)fprintf(stderr, "create: %s\n", err);
+    CHECK_INT_EQ(rc, 0);
+}
+
 static int invoke_bytes(struct fn *f, const char *payload, size_t len, struct wisp_result *res)
 {
-    struct wisp_event ev = {
-        .id = "ev-1",
-        .source = "wisp://gw1/mqtt",
-        .type = "wisp.mqtt.message",
-        .time = "2024-05-01T12:00:00.000Z",
-        .subject = "sensors/dev7/temp",
-        .payload = payload,
-        .payload_len = len,
-        .qos = 1,
-        .retain = 0,
-    };
+    struct wisp_event ev = wisp_test_event("sensors/dev7/temp", payload, len, 1);
     return wisp_engine_lua.invoke(f->inst, &ev, res);
 }
 
@@ -120,11 +104,9 @@ static void capture_start(void)
 
 static char *capture_stop(void)
 {
-    char *text = NULL;
-    size_t len = 0;
     CHECK(dup2(saved_stderr, STDERR_FILENO) >= 0);
     close(saved_stderr);
-    CHECK_INT_EQ(wisp_read_file(capture_path, 1u << 24, &text, &len), 0);
+    char *text = wisp_test_read_file(capture_path);
     CHECK_INT_EQ(unlink(capture_path), 0);
     return text;
 }
@@ -165,9 +147,7 @@ static void test_happy_path(void)
 {
     struct fn f;
     struct wisp_result res;
-    char err[256];
-    fn_init(&f, happy_src, 1024, 1000);
-    CHECK_INT_EQ(fn_create(&f, err, sizeof(err)), 0);
+    fn_open(&f, happy_src, 1024, 1000);
     capture_start();
     int rc = invoke(&f, "{\"temp\": 31.5, \"dev\": \"dev7\"}", &res);
     char *log = capture_stop();
@@ -263,9 +243,7 @@ static void check_echo(struct fn *f, const char *payload, size_t len, const char
 static void test_payloads(void)
 {
     struct fn f;
-    char err[256];
-    fn_init(&f, echo_src, 8192, 2000);
-    CHECK_INT_EQ(fn_create(&f, err, sizeof(err)), 0);
+    fn_open(&f, echo_src, 8192, 2000);
     check_echo(&f, "not json at all", 15, "nil", "nil");
     check_echo(&f, "\xff\xfe\0bin\x80", 7, "nil", "nil");
     check_echo(&f, "{\"a\":1}\0tail", 12, "nil", "nil");
@@ -340,9 +318,7 @@ static void check_error(struct fn *f, const char *mode, const char *want1, const
 static void test_handler_error(void)
 {
     struct fn f;
-    char err[256];
-    fn_init(&f, error_src, 1024, 1000);
-    CHECK_INT_EQ(fn_create(&f, err, sizeof(err)), 0);
+    fn_open(&f, error_src, 1024, 1000);
     check_error(&f, "boom", "handler.lua:2: boom now", "handler.lua:7: in function");
     check_error(&f, "arith", "handler.lua:8: attempt to perform arithmetic on a nil value",
                 "handler.lua:8:");
@@ -394,17 +370,15 @@ static void test_handler_file_errors(void)
     /* A handler that is a symlink out of the bundle is not read. */
     struct fn f;
     struct wisp_result res;
-    char err[256], path[128];
+    char err[256];
     fn_init(&f, NULL, 1024, 100);
-    (void)snprintf(path, sizeof(path), "%s/handler.lua", f.dir);
-    CHECK_INT_EQ(symlink("/etc/hostname", path), 0);
+    wisp_test_symlink("/etc/hostname", f.dir, "handler.lua");
     CHECK_INT_EQ(fn_create(&f, err, sizeof(err)), -EXDEV);
     CHECK_STR_EQ(err, "handler.lua: cannot read: resolves outside the bundle");
     fn_fini(&f);
 
     /* A failed create leaves nothing behind; a good one still works after. */
-    fn_init(&f, "print('loading')\nreturn function() end\n", 1024, 100);
-    CHECK_INT_EQ(fn_create(&f, err, sizeof(err)), 0);
+    fn_open(&f, "print('loading')\nreturn function() end\n", 1024, 100);
     CHECK_INT_EQ(invoke(&f, "", &res), 0);
     CHECK_INT_EQ(res.outcome, WISP_OUTCOME_OK);
     wisp_result_fini(&res);
@@ -468,8 +442,7 @@ static void check_limit(const char *mode, uint32_t memory_kb, uint32_t timeout_m
     struct fn f;
     struct wisp_result res;
     char err[256];
-    fn_init(&f, limits_src, memory_kb, timeout_ms);
-    CHECK_INT_EQ(fn_create(&f, err, sizeof(err)), 0);
+    fn_open(&f, limits_src, memory_kb, timeout_ms);
     int rc = invoke(&f, mode, &res);
     CHECK_INT_EQ(rc, want_rc);
     CHECK_INT_EQ(res.outcome, want);
@@ -494,20 +467,29 @@ static const char memory_msg[] = "memory: handler exceeded limits.memory_kb (102
 
 static void test_limits(void)
 {
-    check_limit("loop", 1024, 100, WISP_OUTCOME_TIMEOUT, -1, timeout_msg);
-    check_limit("pcall_loop", 1024, 100, WISP_OUTCOME_TIMEOUT, -1, timeout_msg);
-    check_limit("co_loop", 1024, 100, WISP_OUTCOME_TIMEOUT, -1, timeout_msg);
-    check_limit("close_loop", 1024, 100, WISP_OUTCOME_TIMEOUT, -1, timeout_msg);
-    check_limit("slow_tostring", 1024, 100, WISP_OUTCOME_TIMEOUT, -1, timeout_msg);
-    check_limit("table_bomb", 1024, 100, WISP_OUTCOME_MEMORY, -1, memory_msg);
-    check_limit("rep", 1024, 100, WISP_OUTCOME_MEMORY, -1, memory_msg);
-    check_limit("recurse", 1024, 100, WISP_OUTCOME_MEMORY, -1, memory_msg);
-    check_limit("pcall_mem", 1024, 100, WISP_OUTCOME_MEMORY, -1, memory_msg);
-    check_limit("pcall_rep", 1024, 100, WISP_OUTCOME_MEMORY, -1, memory_msg);
-    check_limit("json_bomb", 1024, 100, WISP_OUTCOME_MEMORY, -1, memory_msg);
-    /* Its JSON would be terabytes: refused before cjson starts on it. */
-    check_limit("json_dag", 1024, 100, WISP_OUTCOME_MEMORY, -1, memory_msg);
-    check_limit("decode_bomb", 1024, 100, WISP_OUTCOME_MEMORY, -1, memory_msg);
+    /* Stopped at 1024 KiB or 100 ms; invoke says to discard the instance. */
+    static const struct {
+        const char *mode;
+        enum wisp_outcome want;
+    } stopped[] = {
+        {"loop", WISP_OUTCOME_TIMEOUT},
+        {"pcall_loop", WISP_OUTCOME_TIMEOUT},
+        {"co_loop", WISP_OUTCOME_TIMEOUT},
+        {"close_loop", WISP_OUTCOME_TIMEOUT},
+        {"slow_tostring", WISP_OUTCOME_TIMEOUT},
+        {"table_bomb", WISP_OUTCOME_MEMORY},
+        {"rep", WISP_OUTCOME_MEMORY},
+        {"recurse", WISP_OUTCOME_MEMORY},
+        {"pcall_mem", WISP_OUTCOME_MEMORY},
+        {"pcall_rep", WISP_OUTCOME_MEMORY},
+        {"json_bomb", WISP_OUTCOME_MEMORY},
+        /* Its JSON would be terabytes: refused before cjson starts on it. */
+        {"json_dag", WISP_OUTCOME_MEMORY},
+        {"decode_bomb", WISP_OUTCOME_MEMORY},
+    };
+    for (size_t i = 0; i < sizeof(stopped) / sizeof(stopped[0]); i++)
+        check_limit(stopped[i].mode, 1024, 100, stopped[i].want, -1,
+                    stopped[i].want == WISP_OUTCOME_TIMEOUT ? timeout_msg : memory_msg);
     /* With room for a full Lua stack, deep recursion is a plain error. */
     check_limit("recurse", 128 * 1024, 10000, WISP_OUTCOME_ERROR, 0, "stack overflow");
     check_limit("flood", 1024, 100, WISP_OUTCOME_ERROR, 0,
@@ -524,7 +506,6 @@ static void test_event_decode_memory(void)
 {
     struct fn f;
     struct wisp_result res;
-    char err[256];
     size_t cap = (size_t)600 * 1024, len = 0;
     char *json = malloc(cap);
     if (!json) {
@@ -535,8 +516,7 @@ static void test_event_decode_memory(void)
     for (int i = 0; len + 16 < cap; i++)
         len += (size_t)snprintf(json + len, cap - len, "%s{\"k\":%d}", i ? "," : "", i);
     json[len++] = ']';
-    fn_init(&f, echo_src, 1024, 1000);
-    CHECK_INT_EQ(fn_create(&f, err, sizeof(err)), 0);
+    fn_open(&f, echo_src, 1024, 1000);
     CHECK_INT_EQ(invoke_bytes(&f, json, len, &res), -1);
     CHECK_INT_EQ(res.outcome, WISP_OUTCOME_MEMORY);
     CHECK_CONTAINS(res.error, memory_msg);
@@ -549,8 +529,7 @@ static void test_memory_peak(void)
 {
     struct fn f;
     struct wisp_result res;
-    char err[256];
-    fn_init(&f,
+    fn_open(&f,
             "return function(event, ctx)\n"
             "  if event.payload == 'big' then\n"
             "    local s = string.rep('x', 256 * 1024)\n"
@@ -559,7 +538,6 @@ static void test_memory_peak(void)
             "  end\n"
             "end\n",
             1024, 1000);
-    CHECK_INT_EQ(fn_create(&f, err, sizeof(err)), 0);
     CHECK_INT_EQ(invoke(&f, "big", &res), 0);
     CHECK_INT_EQ(res.outcome, WISP_OUTCOME_OK);
     CHECK(res.mem_peak_bytes >= (uint64_t)256 * 1024);
@@ -576,15 +554,13 @@ static void test_log_limits(void)
 {
     struct fn f;
     struct wisp_result res;
-    char err[256];
-    fn_init(&f,
+    fn_open(&f,
             "return function(event, ctx)\n"
             "  ctx.log.debug('debug-line')\n"
             "  local line = string.rep('y', 1000)\n"
             "  for i = 1, 100 do ctx.log.error(i, line) end\n"
             "end\n",
             1024, 1000);
-    CHECK_INT_EQ(fn_create(&f, err, sizeof(err)), 0);
     capture_start();
     CHECK_INT_EQ(invoke(&f, "", &res), 0);
     wisp_result_fini(&res);

@@ -4,7 +4,6 @@
  * confined and leaves with _exit (LSan cannot run under the filter). */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -16,13 +15,13 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "executor.h"
 #include "fnspec.h"
 #include "ipc.h"
+#include "testutil.h"
 #include "util.h"
 
 /* One probe's outcome as the child saw it. */
@@ -73,9 +72,8 @@ static int run_confined(void (*fn)(const char *arg, int fd), const char *arg, st
         n++;
     }
     close(pfd[0]);
-    int status = -1;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    int status = wisp_test_wait_exit(pid, 10000);
+    CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
     return n;
 }
 
@@ -127,43 +125,6 @@ static void check_ok(const struct probe *p, int n, const char *name)
 }
 
 static char tmpdir[64];
-
-static void path_in(char *out, size_t cap, const char *name)
-{
-    (void)snprintf(out, cap, "%s/%s", tmpdir, name);
-}
-
-static void put_file(const char *name, const char *text)
-{
-    char path[128];
-    path_in(path, sizeof(path), name);
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (!f)
-        return;
-    CHECK(fputs(text, f) >= 0);
-    CHECK(fclose(f) == 0);
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static bool make_tmpdir(void)
-{
-    (void)snprintf(tmpdir, sizeof(tmpdir), "/tmp/wisp-test-executor-XXXXXX");
-    CHECK(mkdtemp(tmpdir) != NULL);
-    return tmpdir[0] != '\0';
-}
-
-static void remove_tmpdir(void)
-{
-    CHECK(nftw(tmpdir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);
-}
 
 /* What a confined process may and may not do. Runs in the child. */
 static void probe_basics(const char *dir, int fd)
@@ -241,9 +202,9 @@ static void probe_basics(const char *dir, int fd)
 
 static void test_confine(void)
 {
-    if (!make_tmpdir())
+    if (!wisp_test_mkdtemp(tmpdir, sizeof(tmpdir), "executor"))
         return;
-    put_file("existing", "hello");
+    wisp_test_write(tmpdir, "existing", "hello");
     struct probe p[64];
     int n = run_confined(probe_basics, tmpdir, p, 64);
     CHECK(n > 0);
@@ -274,13 +235,13 @@ static void test_confine(void)
     /* Nothing the child tried changed the file system. */
     char path[128];
     struct stat st;
-    path_in(path, sizeof(path), "created");
+    wisp_test_path(path, sizeof(path), tmpdir, "created");
     CHECK(stat(path, &st) != 0 && errno == ENOENT);
-    path_in(path, sizeof(path), "newdir");
+    wisp_test_path(path, sizeof(path), tmpdir, "newdir");
     CHECK(stat(path, &st) != 0 && errno == ENOENT);
-    path_in(path, sizeof(path), "existing");
+    wisp_test_path(path, sizeof(path), tmpdir, "existing");
     CHECK(stat(path, &st) == 0 && st.st_size == 5 && (st.st_mode & 0777) != 0777);
-    remove_tmpdir();
+    wisp_test_rmtree(tmpdir);
 }
 
 /* Other doors to the same rooms: signalling another process without kill(2),
@@ -325,31 +286,6 @@ static void test_confine_no_bypass(void)
 #endif
 }
 
-/* Waits for pid to exit, up to ms; returns its status or -1. */
-static int wait_exit(pid_t pid, int ms)
-{
-    uint64_t deadline = wisp_mono_ns() + (uint64_t)ms * 1000000ULL;
-    for (;;) {
-        int status = 0;
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid)
-            return status;
-        if (r < 0 || wisp_mono_ns() > deadline)
-            return -1;
-        struct timespec ts = {0, 5000000L};
-        nanosleep(&ts, NULL);
-    }
-}
-
-/* Kills and reaps pid if it is still there (after a failed check). */
-static void reap(pid_t pid)
-{
-    if (wait_exit(pid, 0) == -1) {
-        kill(pid, SIGKILL);
-        (void)waitpid(pid, NULL, 0);
-    }
-}
-
 static void test_exits_on_close(void)
 {
     pid_t pid = -1;
@@ -362,19 +298,15 @@ static void test_exits_on_close(void)
     /* It is waiting for its LOAD frame, not gone. */
     CHECK_INT_EQ(waitpid(pid, NULL, WNOHANG), 0);
     close(fd);
-    int status = wait_exit(pid, 5000);
+    int status = wisp_test_wait_exit(pid, 5000);
     CHECK(status != -1);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    if (status == -1)
-        reap(pid);
 
     /* Through the spawn hook the pool uses, likewise. */
     CHECK_INT_EQ(wisp_executor_spawn_direct(NULL, &pid, &fd), 0);
     close(fd);
-    status = wait_exit(pid, 5000);
+    status = wisp_test_wait_exit(pid, 5000);
     CHECK(status != -1 && WIFEXITED(status));
-    if (status == -1)
-        reap(pid);
 }
 
 static void test_exits_on_garbage(void)
@@ -391,11 +323,9 @@ static void test_exits_on_garbage(void)
     wisp_buf_put_str(&b, "only-a-name");
     wisp_ipc_frame_end(&b);
     CHECK_INT_EQ(wisp_ipc_write_all(fd, b.data, b.len), 0);
-    int status = wait_exit(pid, 5000);
+    int status = wisp_test_wait_exit(pid, 5000);
     CHECK(status != -1);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 2);
-    if (status == -1)
-        reap(pid);
     close(fd);
     wisp_buf_fini(&b);
 }
@@ -423,18 +353,17 @@ static void proc_status(pid_t pid, int *seccomp, int *nnp)
 static void test_session(void)
 {
     char err[512] = "";
-    if (!make_tmpdir())
+    if (!wisp_test_mkdtemp(tmpdir, sizeof(tmpdir), "executor"))
         return;
-    put_file("function.json",
-             "{\"name\":\"echo\",\"triggers\":[{\"type\":\"mqtt\",\"topic\":\"in/#\"}]}");
-    put_file("handler.lua", "return function(event, ctx)\n"
-                            "  ctx.publish('out/' .. event.subject, event.payload, {qos = 1})\n"
-                            "end\n");
+    wisp_test_write_fn(tmpdir, "echo", "in/#", "",
+                       "return function(event, ctx)\n"
+                       "  ctx.publish('out/' .. event.subject, event.payload, {qos = 1})\n"
+                       "end\n");
     struct wisp_fnspec *spec = NULL;
     CHECK_INT_EQ(wisp_fnspec_load(tmpdir, &spec, err, sizeof(err)), 0);
     if (!spec) {
         (void)fprintf(stderr, "%s\n", err);
-        remove_tmpdir();
+        wisp_test_rmtree(tmpdir);
         return;
     }
     pid_t pid = -1;
@@ -460,14 +389,7 @@ static void test_session(void)
     CHECK_INT_EQ(seccomp, 2);
     CHECK_INT_EQ(nnp, 1);
 
-    struct wisp_event ev = {.id = "e-1",
-                            .source = "wisp://t/mqtt",
-                            .type = "wisp.mqtt.message",
-                            .time = "2026-01-01T00:00:00.000Z",
-                            .subject = "in/a",
-                            .payload = "hi",
-                            .payload_len = 2,
-                            .qos = 0};
+    struct wisp_event ev = wisp_test_event("in/a", "hi", 2, 0);
     wisp_ipc_encode_invoke(&b, 41, &ev);
     CHECK_INT_EQ(wisp_ipc_write_all(fd, b.data, b.len), 0);
     CHECK_INT_EQ(wisp_ipc_read_frame(fd, &in, &type), 0);
@@ -489,14 +411,12 @@ static void test_session(void)
     wisp_result_fini(&res);
 
     close(fd);
-    int status = wait_exit(pid, 5000);
+    int status = wisp_test_wait_exit(pid, 5000);
     CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    if (status == -1)
-        reap(pid);
     wisp_buf_fini(&b);
     wisp_buf_fini(&in);
     wisp_fnspec_destroy(spec);
-    remove_tmpdir();
+    wisp_test_rmtree(tmpdir);
 }
 
 int main(int argc, char **argv)

@@ -8,6 +8,7 @@
 
 #include "check.h"
 #include "fnspec.h"
+#include "testutil.h"
 
 #define LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -34,25 +35,6 @@ static struct wisp_fnspec *parse_q(const char *text, int *rc_out)
         *rc_out = rc;
     free(buf);
     return spec;
-}
-
-/* Repeats `unit` n times between `pre` and `post` (for size limits). */
-static char *repeat(const char *pre, const char *unit, size_t n, const char *post)
-{
-    char *s = malloc(strlen(pre) + strlen(unit) * n + strlen(post) + 1);
-    size_t o = 0;
-    if (!s)
-        return NULL;
-    for (const char *p = pre; *p; p++)
-        s[o++] = *p;
-    for (size_t i = 0; i < n; i++) {
-        for (const char *p = unit; *p; p++)
-            s[o++] = *p;
-    }
-    for (const char *p = post; *p; p++)
-        s[o++] = *p;
-    s[o] = '\0';
-    return s;
 }
 
 static void expect_ok(const char *text)
@@ -407,11 +389,11 @@ static void test_sizes(void)
          "env.K: must be at most 4096 bytes long, got 4097 bytes"},
     };
     for (size_t i = 0; i < LEN(cases); i++) {
-        s = repeat(cases[i].pre, cases[i].unit, cases[i].ok, cases[i].post);
+        s = wisp_test_repeat(cases[i].pre, cases[i].unit, cases[i].ok, cases[i].post);
         if (s)
             expect_ok(s);
         free(s);
-        s = repeat(cases[i].pre, cases[i].unit, cases[i].bad, cases[i].post);
+        s = wisp_test_repeat(cases[i].pre, cases[i].unit, cases[i].bad, cases[i].post);
         if (s)
             expect_err(s, cases[i].needle);
         /* Long offending values are cut, so the line stays short. */
@@ -497,8 +479,9 @@ static void test_raw_bytes(void)
     CHECK_INT_EQ(wisp_fnspec_parse(NULL, 0, "o", NULL, &spec, err, sizeof(err)), -EINVAL);
 
     /* Size bound, even for a document that is otherwise fine. */
-    char *big = repeat("{\"name\":\"a\",\"triggers\":[{\"type\":\"mqtt\",\"topic\":\"t\"}]}", " ",
-                       (size_t)WISP_MAX_SPEC_BYTES, "");
+    char *big =
+        wisp_test_repeat("{\"name\":\"a\",\"triggers\":[{\"type\":\"mqtt\",\"topic\":\"t\"}]}", " ",
+                         (size_t)WISP_MAX_SPEC_BYTES, "");
     if (big) {
         CHECK_INT_EQ(wisp_fnspec_parse(big, strlen(big), "o", NULL, &spec, err, sizeof(err)),
                      -EINVAL);
@@ -526,7 +509,7 @@ static void test_error_buffers(void)
     CHECK_INT_EQ(wisp_fnspec_parse(doc, strlen(doc), "origin", NULL, NULL, err, sizeof(err)),
                  -EINVAL);
 
-    char *long_name = repeat("{'name':'", "\\u00e9", 500, "','triggers':[" TRIG "]}");
+    char *long_name = wisp_test_repeat("{'name':'", "\\u00e9", 500, "','triggers':[" TRIG "]}");
     if (long_name)
         expect_err(long_name, "\\xa9...\"");
     CHECK(strlen(err) < 400);

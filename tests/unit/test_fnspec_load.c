@@ -2,81 +2,26 @@
  * handler resolution, content versions and the errors of real files. Parsing
  * itself is covered by test_fnspec.c. */
 #include <errno.h>
-#include <ftw.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "fnspec.h"
+#include "testutil.h"
 
 static char err[1024];
 
-/* Repeats `unit` n times between `pre` and `post` (for the size limit). */
-static char *repeat(const char *pre, const char *unit, size_t n, const char *post)
-{
-    char *s = malloc(strlen(pre) + strlen(unit) * n + strlen(post) + 1);
-    size_t o = 0;
-    if (!s)
-        return NULL;
-    for (const char *p = pre; *p; p++)
-        s[o++] = *p;
-    for (size_t i = 0; i < n; i++) {
-        for (const char *p = unit; *p; p++)
-            s[o++] = *p;
-    }
-    for (const char *p = post; *p; p++)
-        s[o++] = *p;
-    s[o] = '\0';
-    return s;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_rf(const char *dir)
-{
-    CHECK(nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS) == 0);
-}
-
-static void put(const char *dir, const char *rel, const char *text)
-{
-    char path[4096];
-    (void)snprintf(path, sizeof(path), "%s/%s", dir, rel);
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (!f)
-        return;
-    CHECK(fputs(text, f) >= 0);
-    CHECK(fclose(f) == 0);
-}
-
-static void mkdir_in(const char *dir, const char *rel)
-{
-    char path[4096];
-    (void)snprintf(path, sizeof(path), "%s/%s", dir, rel);
-    CHECK(mkdir(path, 0755) == 0);
-}
-
 #define FN_JSON "{\"name\":\"f\",\"triggers\":[{\"type\":\"mqtt\",\"topic\":\"t\"}]}"
 
-/* A fresh function folder with function.json and handler.lua. */
-static bool make_fn(char *dir, size_t cap, const char *json)
+/* A fresh function folder: function.json for function "f" on topic "t",
+ * `extra` added to it (see wisp_test_write_fn), and handler.lua. */
+static bool make_fn(char *dir, size_t cap, const char *extra)
 {
-    (void)snprintf(dir, cap, "/tmp/wisp-test-fnspec-XXXXXX");
-    if (!mkdtemp(dir)) {
-        CHECK(!"mkdtemp");
+    if (!wisp_test_mkdtemp(dir, cap, "fnspec"))
         return false;
-    }
-    put(dir, "function.json", json);
-    put(dir, "handler.lua", "return function(event, ctx) end\n");
+    wisp_test_write_fn(dir, "f", "t", extra, "return function(event, ctx) end\n");
     return true;
 }
 
@@ -96,7 +41,7 @@ static void test_load_ok(void)
 {
     char dir[64];
     struct wisp_fnspec *spec = NULL;
-    if (!make_fn(dir, sizeof(dir), FN_JSON))
+    if (!make_fn(dir, sizeof(dir), ""))
         return;
     CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), 0);
     CHECK(spec != NULL);
@@ -112,43 +57,41 @@ static void test_load_ok(void)
     wisp_fnspec_destroy(spec);
 
     /* A given version is kept as written. */
-    put(dir, "function.json",
+    wisp_test_write(
+        dir, "function.json",
         "{\"name\":\"f\",\"version\":\"2.0\",\"triggers\":[{\"type\":\"mqtt\",\"topic\":\"t\"}]}");
     char *v = load_version(dir);
     CHECK_STR_EQ(v, "2.0");
     free(v);
 
     /* A handler in a subfolder, reached through a symlink inside it. */
-    mkdir_in(dir, "src");
-    put(dir, "src/real.lua", "return function() end\n");
-    put(dir, "function.json",
+    wisp_test_mkdir(dir, "src");
+    wisp_test_write(dir, "src/real.lua", "return function() end\n");
+    wisp_test_write(
+        dir, "function.json",
         "{\"name\":\"f\",\"handler\":\"src/h.lua\",\"triggers\":[{\"type\":\"mqtt\",\"topic\":"
         "\"t\"}]}");
-    char link[128];
-    (void)snprintf(link, sizeof(link), "%s/src/h.lua", dir);
-    CHECK(symlink("real.lua", link) == 0);
+    wisp_test_symlink("real.lua", dir, "src/h.lua");
     v = load_version(dir);
     CHECK(v != NULL);
     free(v);
-    rm_rf(dir);
+    wisp_test_rmtree(dir);
 }
 
 static void test_load_native(void)
 {
     char dir[64];
     struct wisp_fnspec *spec = NULL;
-    if (!make_fn(dir, sizeof(dir),
-                 "{\"name\":\"f\",\"runtime\":\"native\",\"triggers\":[{\"type\":\"mqtt\","
-                 "\"topic\":\"t\"}]}"))
+    if (!make_fn(dir, sizeof(dir), ",\"runtime\":\"native\""))
         return;
     CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -EINVAL);
     CHECK_CONTAINS(err, "handler: file \"handler.so\" not found in");
-    put(dir, "handler.so",
-        "\x7f"
-        "ELF");
+    wisp_test_write(dir, "handler.so",
+                    "\x7f"
+                    "ELF");
     CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), 0);
     wisp_fnspec_destroy(spec);
-    rm_rf(dir);
+    wisp_test_rmtree(dir);
 }
 
 /* The content version follows function.json, the handler and lib/ *.lua,
@@ -156,10 +99,10 @@ static void test_load_native(void)
 static void test_load_version(void)
 {
     char a[64], b[64];
-    if (!make_fn(a, sizeof(a), FN_JSON))
+    if (!make_fn(a, sizeof(a), ""))
         return;
-    if (!make_fn(b, sizeof(b), FN_JSON)) {
-        rm_rf(a);
+    if (!make_fn(b, sizeof(b), "")) {
+        wisp_test_rmtree(a);
         return;
     }
     char *v0 = load_version(a), *v1 = load_version(a), *vb = load_version(b);
@@ -168,52 +111,52 @@ static void test_load_version(void)
     free(v1);
     free(vb);
 
-    put(a, "README.md", "docs\n");
+    wisp_test_write(a, "README.md", "docs\n");
     v1 = load_version(a);
     CHECK_STR_EQ(v1, v0);
     free(v1);
 
-    put(a, "handler.lua", "return function(event, ctx) return 1 end\n");
+    wisp_test_write(a, "handler.lua", "return function(event, ctx) return 1 end\n");
     char *vh = load_version(a);
     CHECK(vh && v0 && strcmp(vh, v0) != 0);
 
-    mkdir_in(a, "lib");
+    wisp_test_mkdir(a, "lib");
     v1 = load_version(a);
     CHECK_STR_EQ(v1, vh); /* an empty lib/ changes nothing */
     free(v1);
-    put(a, "lib/notes.txt", "x");
-    mkdir_in(a, "lib/dir.lua");
+    wisp_test_write(a, "lib/notes.txt", "x");
+    wisp_test_mkdir(a, "lib/dir.lua");
     v1 = load_version(a);
     CHECK_STR_EQ(v1, vh); /* neither does a non-.lua file or a folder */
     free(v1);
 
-    put(a, "lib/b.lua", "return 2\n");
-    put(a, "lib/a.lua", "return 1\n");
+    wisp_test_write(a, "lib/b.lua", "return 2\n");
+    wisp_test_write(a, "lib/a.lua", "return 1\n");
     char *vl = load_version(a);
     CHECK(vl && vh && strcmp(vl, vh) != 0);
 
     /* Same files created in the other order: same version (sorted names). */
-    put(b, "handler.lua", "return function(event, ctx) return 1 end\n");
-    mkdir_in(b, "lib");
-    put(b, "lib/a.lua", "return 1\n");
-    put(b, "lib/b.lua", "return 2\n");
+    wisp_test_write(b, "handler.lua", "return function(event, ctx) return 1 end\n");
+    wisp_test_mkdir(b, "lib");
+    wisp_test_write(b, "lib/a.lua", "return 1\n");
+    wisp_test_write(b, "lib/b.lua", "return 2\n");
     vb = load_version(b);
     CHECK_STR_EQ(vb, vl);
     free(vb);
 
     /* Names count: the same bytes under another name are another version. */
-    put(b, "lib/b.lua", "return 1\n");
-    put(b, "lib/a.lua", "return 2\n");
+    wisp_test_write(b, "lib/b.lua", "return 1\n");
+    wisp_test_write(b, "lib/a.lua", "return 2\n");
     vb = load_version(b);
     CHECK(vb && vl && strcmp(vb, vl) != 0);
     free(vb);
 
-    put(a, "lib/a.lua", "return 3\n");
+    wisp_test_write(a, "lib/a.lua", "return 3\n");
     v1 = load_version(a);
     CHECK(v1 && vl && strcmp(v1, vl) != 0);
     free(v1);
 
-    put(a, "function.json", FN_JSON "\n");
+    wisp_test_write(a, "function.json", FN_JSON "\n");
     v1 = load_version(a);
     CHECK(v1 && vl && strcmp(v1, vl) != 0);
     free(v1);
@@ -221,15 +164,15 @@ static void test_load_version(void)
     free(v0);
     free(vh);
     free(vl);
-    rm_rf(a);
-    rm_rf(b);
+    wisp_test_rmtree(a);
+    wisp_test_rmtree(b);
 }
 
 static void test_load_errors(void)
 {
     char dir[64], want[512], outside[128];
     struct wisp_fnspec *spec = NULL;
-    if (!make_fn(dir, sizeof(dir), FN_JSON))
+    if (!make_fn(dir, sizeof(dir), ""))
         return;
 
     (void)snprintf(outside, sizeof(outside), "%s/handler.lua", dir);
@@ -240,7 +183,7 @@ static void test_load_errors(void)
                    "%s/function.json:handler: file \"handler.lua\" not found in %s", dir, dir);
     CHECK_STR_EQ(err, want);
 
-    mkdir_in(dir, "handler.lua");
+    wisp_test_mkdir(dir, "handler.lua");
     CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -EINVAL);
     CHECK_CONTAINS(err, ":handler: \"handler.lua\" in ");
     CHECK_CONTAINS(err, " is not a regular file");
@@ -260,18 +203,18 @@ static void test_load_errors(void)
     CHECK(unlink(outside) == 0);
     CHECK(unlink(link) == 0);
 
-    put(dir, "function.json", "{\"name\":\"f\",\n \"triggers\": 5}");
+    wisp_test_write(dir, "function.json", "{\"name\":\"f\",\n \"triggers\": 5}");
     CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -EINVAL);
     (void)snprintf(want, sizeof(want), "%s/function.json:triggers: must be an array", dir);
     CHECK_CONTAINS(err, want);
 
-    put(dir, "function.json", "{\"name\":\"f\",\n \"triggers\": [}");
+    wisp_test_write(dir, "function.json", "{\"name\":\"f\",\n \"triggers\": [}");
     CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -EINVAL);
     CHECK_CONTAINS(err, "/function.json:(json): invalid JSON at line 2, column 15 near \"}\"");
 
-    char *big = repeat(FN_JSON, " ", (size_t)WISP_MAX_SPEC_BYTES, "");
+    char *big = wisp_test_repeat(FN_JSON, " ", (size_t)WISP_MAX_SPEC_BYTES, "");
     if (big)
-        put(dir, "function.json", big);
+        wisp_test_write(dir, "function.json", big);
     free(big);
     CHECK_INT_EQ(wisp_fnspec_load(dir, &spec, err, sizeof(err)), -EINVAL);
     CHECK_CONTAINS(err, "/function.json:(json): more than the limit of 262144 bytes");
@@ -283,7 +226,7 @@ static void test_load_errors(void)
     CHECK_CONTAINS(err, want);
     CHECK(spec == NULL);
     CHECK_INT_EQ(wisp_fnspec_load(NULL, &spec, err, sizeof(err)), -EINVAL);
-    rm_rf(dir);
+    wisp_test_rmtree(dir);
 }
 
 int main(int argc, char **argv)

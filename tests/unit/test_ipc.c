@@ -14,6 +14,7 @@
 #include "engine.h"
 #include "fnspec.h"
 #include "ipc.h"
+#include "testutil.h"
 
 /* A reader over the body of the frame in b (header skipped). */
 static struct wisp_rd body_of(const struct wisp_buf *b)
@@ -212,17 +213,10 @@ static void test_loaded_round_trip(void)
 static void test_invoke_round_trip(void)
 {
     static const char payload[] = {'{', '\0', 'x', '\0', '\xff', '}'};
-    struct wisp_event ev = {
-        .id = "b00t-42",
-        .source = "wisp://gw1/mqtt",
-        .type = "wisp.mqtt.message",
-        .time = "2026-11-27T02:30:00.120Z",
-        .subject = "home/garage/door",
-        .payload = payload,
-        .payload_len = sizeof(payload),
-        .qos = 2,
-        .retain = 1,
-    };
+    struct wisp_event ev = wisp_test_event("home/garage/door", payload, sizeof(payload), 2);
+    ev.id = "b00t-42";
+    ev.time = "2026-11-27T02:30:00.120Z";
+    ev.retain = 1;
     struct wisp_buf b;
     wisp_buf_init(&b);
     wisp_ipc_encode_invoke(&b, 0x0102030405060708ULL, &ev);
@@ -515,16 +509,7 @@ static void test_socket_large_frame(void)
         return;
     for (size_t i = 0; i < big; i++)
         payload[i] = (char)(i * 31 + (i >> 13));
-    struct wisp_event ev = {
-        .id = "big-1",
-        .source = "wisp://t/mqtt",
-        .type = "wisp.mqtt.message",
-        .time = "2026-01-01T00:00:00.000Z",
-        .subject = "big/topic",
-        .payload = payload,
-        .payload_len = big,
-        .qos = 1,
-    };
+    struct wisp_event ev = wisp_test_event("big/topic", payload, big, 1);
     struct wisp_buf b;
     wisp_buf_init(&b);
     wisp_ipc_encode_invoke(&b, 5, &ev);
@@ -561,9 +546,8 @@ static void test_socket_large_frame(void)
     CHECK_INT_EQ(type, WISP_IPC_LOADED);
     /* Then the peer is gone. */
     CHECK_INT_EQ(wisp_ipc_read_frame(sv[0], &in, &type), -EPIPE);
-    int status = -1;
-    CHECK(waitpid(pid, &status, 0) == pid);
-    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    int status = wisp_test_wait_exit(pid, 10000);
+    CHECK(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0);
     close(sv[0]);
     wisp_buf_fini(&in);
     wisp_buf_fini(&b);

@@ -4,16 +4,15 @@
  * text (or value) that comes back.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "check.h"
 #include "engine.h"
 #include "fnspec.h"
+#include "testutil.h"
 #include "util.h"
 
 struct fn {
@@ -22,53 +21,31 @@ struct fn {
     void *inst;
 };
 
-static void write_file(const char *dir, const char *rel, const char *text)
-{
-    char path[256];
-    (void)snprintf(path, sizeof(path), "%s/%s", dir, rel);
-    CHECK_INT_EQ(wisp_write_file_atomic(path, text, strlen(text)), 0);
-}
-
-static void make_dir(const char *dir, const char *rel)
-{
-    char path[256];
-    (void)snprintf(path, sizeof(path), "%s/%s", dir, rel);
-    CHECK_INT_EQ(mkdir(path, 0755), 0);
-}
-
-static void link_file(const char *dir, const char *target, const char *rel)
-{
-    char path[256];
-    (void)snprintf(path, sizeof(path), "%s/%s", dir, rel);
-    CHECK_INT_EQ(symlink(target, path), 0);
-}
-
 /* A bundle whose handler runs `body` as handler(event, ctx), with a few
  * modules under lib/ and one at the top. */
 static void fn_init(struct fn *f, const char *body)
 {
     char src[4096];
     memset(f, 0, sizeof(*f));
-    (void)snprintf(f->dir, sizeof(f->dir), "/tmp/wisp-test-sandbox-XXXXXX");
-    CHECK(mkdtemp(f->dir) != NULL);
+    (void)wisp_test_mkdtemp(f->dir, sizeof(f->dir), "sandbox");
     (void)snprintf(src, sizeof(src), "return function(event, ctx)\n%s\nend\n", body);
-    write_file(f->dir, "handler.lua", src);
-    make_dir(f->dir, "lib");
-    make_dir(f->dir, "lib/pkg");
-    write_file(f->dir, "lib/util.lua",
-               "local M = {loads = (loads or 0) + 1}\n"
-               "loads = M.loads\n"
-               "function M.greet(who) return 'hello ' .. who end\n"
-               "M.sees_io = io ~= nil\n"
-               "M.args = table.concat({...}, ',')\n"
-               "return M\n");
-    write_file(f->dir, "lib/pkg/mod.lua", "return {name = 'pkg.mod'}\n");
-    write_file(f->dir, "lib/loop.lua", "return require('loop')\n");
-    write_file(f->dir, "lib/broken.lua", "local x = = 2\n");
-    write_file(f->dir, "lib/fails.lua", "error('module failed')\n");
-    write_file(f->dir, "toplevel.lua", "return 'top'\n");
-    link_file(f->dir, "/etc/hostname", "lib/outside.lua");
-    link_file(f->dir, "../toplevel.lua", "lib/alias.lua");
+    wisp_test_write(f->dir, "handler.lua", src);
+    wisp_test_mkdir(f->dir, "lib");
+    wisp_test_mkdir(f->dir, "lib/pkg");
+    wisp_test_write(f->dir, "lib/util.lua",
+                    "local M = {loads = (loads or 0) + 1}\n"
+                    "loads = M.loads\n"
+                    "function M.greet(who) return 'hello ' .. who end\n"
+                    "M.sees_io = io ~= nil\n"
+                    "M.args = table.concat({...}, ',')\n"
+                    "return M\n");
+    wisp_test_write(f->dir, "lib/pkg/mod.lua", "return {name = 'pkg.mod'}\n");
+    wisp_test_write(f->dir, "lib/loop.lua", "return require('loop')\n");
+    wisp_test_write(f->dir, "lib/broken.lua", "local x = = 2\n");
+    wisp_test_write(f->dir, "lib/fails.lua", "error('module failed')\n");
+    wisp_test_write(f->dir, "toplevel.lua", "return 'top'\n");
+    wisp_test_symlink("/etc/hostname", f->dir, "lib/outside.lua");
+    wisp_test_symlink("../toplevel.lua", f->dir, "lib/alias.lua");
     f->spec.dir = f->dir;
     f->spec.name = "sandbox";
     f->spec.version = "1";
@@ -77,18 +54,10 @@ static void fn_init(struct fn *f, const char *body)
     f->spec.timeout_ms = 1000;
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void fn_fini(struct fn *f)
 {
     wisp_engine_lua.destroy(f->inst);
-    CHECK_INT_EQ(nftw(f->dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS), 0);
+    wisp_test_rmtree(f->dir);
 }
 
 /* Runs the body once on instance f. Returns a malloc'd string: the publish
