@@ -58,6 +58,27 @@ rc=0
 grep -q '^ok csv-line ' "$tmp/out" || fail "csv-line not ok"
 grep -q '^invalid .*bad/function.json:' "$tmp/err" || fail "no invalid line"
 
+# wispd refuses bad settings at start with the file and key, and a missing
+# functions folder with its path; it never gets as far as connecting.
+printf '{"mqtt": {"version": 4}}' >"$tmp/bad.json"
+rc=0
+"$WISPD" --functions "$ex" --data "$tmp/d" --config "$tmp/bad.json" 2>"$tmp/err" || rc=$?
+[ "$rc" -eq 2 ] || fail "bad config exit $rc"
+grep -q "$tmp/bad.json:mqtt.version: must be a whole number from 3 to 5" "$tmp/err" ||
+  grep -q "mqtt.version: must be 3 or 5" "$tmp/err" || fail "bad config message: $(cat "$tmp/err")"
+printf '{"mqtt": {"tls": {"cafile": "x"}}}' >"$tmp/bad2.json"
+rc=0
+"$WISPD" --functions "$ex" --data "$tmp/d" --config "$tmp/bad2.json" 2>"$tmp/err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "bad2.json:mqtt.tls.cafile: unknown setting" "$tmp/err" ||
+  fail "unknown key not reported: $(cat "$tmp/err")"
+rc=0
+"$WISPD" --functions "$tmp/nowhere" --data "$tmp/d" --broker tcp://127.0.0.1:1 2>"$tmp/err" || rc=$?
+[ "$rc" -ne 0 ] && grep -q "$tmp/nowhere: cannot read the functions folder" "$tmp/err" ||
+  fail "missing functions folder: $(cat "$tmp/err")"
+rc=0
+"$WISPD" --functions "$ex" --bogus 1 2>"$tmp/err" || rc=$?
+[ "$rc" -eq 2 ] && grep -q "unknown option --bogus" "$tmp/err" || fail "unknown flag accepted"
+
 # --help everywhere.
 "$WISP" --help | grep -q 'Usage: wisp' || fail "wisp --help"
 "$WISP" run --help | grep -q 'Usage: wisp run' || fail "wisp run --help"
