@@ -316,8 +316,8 @@ char *wisp_base64(const void *data, size_t len)
             v |= p[i + 2];
         out[o++] = abc[(v >> 18) & 63];
         out[o++] = abc[(v >> 12) & 63];
-        out[o++] = i + 1 < len ? abc[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < len ? abc[v & 63] : '=';
+        out[o++] = (char)(i + 1 < len ? abc[(v >> 6) & 63] : '=');
+        out[o++] = (char)(i + 2 < len ? abc[v & 63] : '=');
     }
     out[o] = '\0';
     return out;

@@ -17,12 +17,12 @@ int wisp_check_main(int argc, char **argv, const struct wisp_check_test *tests, 
         tests[i].fn();
         if (wisp_check_failures == before) {
             passed++;
-            fprintf(stderr, "ok   %s\n", tests[i].name);
+            (void)fprintf(stderr, "ok   %s\n", tests[i].name);
         } else {
             failed++;
-            fprintf(stderr, "FAIL %s\n", tests[i].name);
+            (void)fprintf(stderr, "FAIL %s\n", tests[i].name);
         }
     }
-    printf("%d passed, %d failed\n", passed, failed);
+    (void)printf("%d passed, %d failed\n", passed, failed);
     return failed ? 1 : 0;
 }

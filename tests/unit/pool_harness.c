@@ -210,7 +210,20 @@ void check_stats(const char *file, int line, const char *name, const char *want)
             p++;
         if (!*p)
             return;
-        if (sscanf(p, "%31[a-z_]=%llu%n", field, &expected, &used) != 2 || used == 0) {
+        /* "name=number": a lowercase field name, '=', a decimal count. */
+        size_t k = 0;
+        while (k + 1 < sizeof(field) && ((p[k] >= 'a' && p[k] <= 'z') || p[k] == '_')) {
+            field[k] = p[k];
+            k++;
+        }
+        field[k] = '\0';
+        char *end = NULL;
+        errno = 0;
+        expected = k && p[k] == '=' && p[k + 1] >= '0' && p[k + 1] <= '9'
+                       ? strtoull(p + k + 1, &end, 10)
+                       : 0;
+        used = end && errno == 0 && (*end == ' ' || *end == '\0') ? (int)(end - p) : 0;
+        if (used == 0) {
             (void)fprintf(stderr, "%s:%d: CHECK_STATS: cannot read \"%s\"\n", file, line, p);
             wisp_check_failures++;
             return;

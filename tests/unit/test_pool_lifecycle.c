@@ -109,7 +109,8 @@ static void test_replace_version(void)
     CHECK_INT_EQ(submit("in/x", "p1"), 1);
     static char big[70 * 1024];
     memset(big, ' ', sizeof(big) - 1);
-    memcpy(big, "e2", 2);
+    big[0] = 'e';
+    big[1] = '2';
     CHECK_INT_EQ(submit("in/x", big), 1);
 
     /* The folder changes and is loaded again while e1 runs. */
