@@ -491,6 +491,7 @@ struct bp {
 static bool bp_open(struct bp *x, const char *name, int max_queued)
 {
     struct wisp_mqtt_config c;
+    memset(x, 0, sizeof(*x));
     (void)snprintf(x->topic, sizeof(x->topic), "%s/n", name);
     (void)snprintf(x->filter, sizeof(x->filter), "%s/#", name);
     (void)snprintf(x->sync, sizeof(x->sync), "%ssync/a", name);
