@@ -56,7 +56,7 @@ void wisp_result_init(struct wisp_result *r)
 
 void wisp_result_fini(struct wisp_result *r)
 {
-    for (size_t i = 0; i < r->n_pubs; i++) {
+    for (size_t i = 0; i < r->n_pubs && !r->borrowed; i++) {
         free(r->pubs[i].topic);
         free(r->pubs[i].payload);
     }

@@ -9,6 +9,7 @@
 #ifndef WISP_ENGINE_H
 #define WISP_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,9 @@ struct wisp_result {
     size_t n_pubs;
     size_t cap_pubs;
     size_t pub_bytes; /* sum of topic + payload lengths */
+    /* Set by wisp_ipc_decode_result: topics and payloads point into the
+     * frame they were decoded from, which must outlive the result. */
+    bool borrowed;
 };
 
 void wisp_result_init(struct wisp_result *r);

@@ -439,7 +439,8 @@ void wisp_ipc_encode_result(struct wisp_buf *b, uint64_t seq, const struct wisp_
     wisp_buf_put_u32(b, recycled);
     wisp_buf_put_u32(b, (uint32_t)res->n_pubs);
     for (size_t i = 0; i < res->n_pubs; i++) {
-        wisp_buf_put_str(b, res->pubs[i].topic);
+        /* The topic travels with its NUL so the supervisor can use it in place. */
+        wisp_buf_put_bytes(b, res->pubs[i].topic, strlen(res->pubs[i].topic) + 1);
         wisp_buf_put_bytes(b, res->pubs[i].payload, res->pubs[i].payload_len);
         wisp_buf_put_u32(b, (uint32_t)res->pubs[i].qos);
         wisp_buf_put_u32(b, (uint32_t)res->pubs[i].retain);
@@ -461,20 +462,32 @@ int wisp_ipc_decode_result(struct wisp_rd *r, uint64_t *seq, struct wisp_result 
     if (outcome > WISP_OUTCOME_REJECTED || n > WISP_MAX_PUBLISHES_PER_INVOCATION)
         r->bad = true;
     res->outcome = (enum wisp_outcome)outcome;
+    /* Publishes are borrowed from the frame: no copy on the hot path. */
+    res->borrowed = true;
+    if (!r->bad && n) {
+        res->pubs = calloc(n, sizeof(*res->pubs));
+        if (!res->pubs)
+            r->bad = true;
+        res->cap_pubs = n;
+    }
     for (uint32_t i = 0; i < n && !r->bad; i++) {
         size_t tl, pl;
-        const char *t = wisp_rd_bytes(r, &tl);
+        const char *t = rd_cstr(r);
+        tl = strlen(t);
         const char *p = wisp_rd_bytes(r, &pl);
         uint32_t qos = wisp_rd_u32(r);
         uint32_t retain = wisp_rd_u32(r);
-        if (r->bad || qos > 2) {
+        if (r->bad || qos > 2 || tl == 0 || res->pub_bytes + tl + pl > WISP_MAX_PUBLISH_BYTES) {
             r->bad = true;
             break;
         }
-        char *topic = wisp_strndup(t, tl);
-        if (!topic || wisp_result_add_publish(res, topic, p, pl, (int)qos, (int)retain) != 0)
-            r->bad = true;
-        free(topic);
+        struct wisp_publish *m = &res->pubs[res->n_pubs++];
+        m->topic = (char *)t;
+        m->payload = (char *)p;
+        m->payload_len = pl;
+        m->qos = (int)qos;
+        m->retain = (int)retain;
+        res->pub_bytes += tl + pl;
     }
     if (r->bad) {
         wisp_result_fini(res);

@@ -105,6 +105,8 @@ int wisp_ipc_decode_invoke(struct wisp_rd *r, uint64_t *seq, struct wisp_event *
 
 void wisp_ipc_encode_result(struct wisp_buf *b, uint64_t seq, const struct wisp_result *res,
                             bool recycled);
+/* The publishes' topics and payloads point into the frame (res->borrowed):
+ * keep the frame until the result is finished with. */
 int wisp_ipc_decode_result(struct wisp_rd *r, uint64_t *seq, struct wisp_result *res,
                            bool *recycled);
 

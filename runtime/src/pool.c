@@ -334,18 +334,30 @@ static bool fn_matches(const struct fn *fn, const char *topic, size_t tlen)
     return false;
 }
 
-int wisp_pool_submit_mqtt(struct wisp_pool *p, const char *topic, const void *payload, size_t len,
-                          int qos, int retain)
+/* Queues one message for every matching function. With owned buffers
+ * (*topicp / *payloadp, payload NUL-terminated at len) the blob adopts them
+ * and sets the pointers to NULL; otherwise it copies. */
+static int submit_mqtt(struct wisp_pool *p, char **topicp, char **payloadp, size_t len, int qos,
+                       int retain, bool adopt)
 {
     struct blob *b = NULL;
     char id[40];
     int matched = 0;
+    const char *topic = *topicp;
     size_t tlen = strlen(topic);
     next_id(p, id, sizeof(id));
     for (struct fn *fn = p->fns; fn; fn = fn->next) {
         if (fn->retired || !fn_matches(fn, topic, tlen))
             continue;
-        if (!b && !(b = blob_new(topic, payload, len)))
+        if (!b && adopt && (b = calloc(1, sizeof(*b)))) {
+            b->subject = *topicp;
+            b->payload = *payloadp;
+            b->len = len;
+            *topicp = *payloadp = NULL;
+        } else if (!b && !adopt) {
+            b = blob_new(topic, *payloadp, len);
+        }
+        if (!b)
             return -ENOMEM;
         if (enqueue(p, fn, b, id, qos, retain) == 0)
             matched++;
@@ -353,6 +365,20 @@ int wisp_pool_submit_mqtt(struct wisp_pool *p, const char *topic, const void *pa
     if (b && b->refs == 0)
         blob_free(b); /* every queue was full */
     return matched;
+}
+
+int wisp_pool_submit_mqtt(struct wisp_pool *p, const char *topic, const void *payload, size_t len,
+                          int qos, int retain)
+{
+    /* Not adopted, so neither buffer is written or freed. */
+    char *t = (char *)topic, *pl = (char *)payload;
+    return submit_mqtt(p, &t, &pl, len, qos, retain, false);
+}
+
+int wisp_pool_submit_mqtt_take(struct wisp_pool *p, char **topic, char **payload, size_t len,
+                               int qos, int retain)
+{
+    return submit_mqtt(p, topic, payload, len, qos, retain, true);
 }
 
 int wisp_pool_submit_to(struct wisp_pool *p, const char *fn_name, const char *subject,

@@ -80,6 +80,12 @@ void wisp_pool_foreach(struct wisp_pool *pool, void (*cb)(void *ud, const struct
 int wisp_pool_submit_mqtt(struct wisp_pool *pool, const char *topic, const void *payload,
                           size_t len, int qos, int retain);
 
+/* The same without copying: when the message is queued, the pool takes
+ * over *topic and *payload (malloc'd; payload NUL-terminated at len) and
+ * sets both to NULL. Whatever is left is still the caller's to free. */
+int wisp_pool_submit_mqtt_take(struct wisp_pool *pool, char **topic, char **payload, size_t len,
+                               int qos, int retain);
+
 /* Queues one event for the named function (wisp run). *event_id receives
  * the id assigned (at least 40 bytes). */
 int wisp_pool_submit_to(struct wisp_pool *pool, const char *fn_name, const char *subject,

@@ -116,8 +116,8 @@ static void on_mqtt(void *ud, int fd, uint32_t events)
                          "(%d KiB); %llu dropped so far",
                          m->payload_len, m->topic, s->cfg->max_payload_kb,
                          (unsigned long long)s->oversize);
-        } else if (wisp_pool_submit_mqtt(s->pool, m->topic, m->payload, m->payload_len, m->qos,
-                                         m->retain) == 0) {
+        } else if (wisp_pool_submit_mqtt_take(s->pool, &m->topic, &m->payload, m->payload_len,
+                                              m->qos, m->retain) == 0) {
             s->unmatched++;
         }
     }

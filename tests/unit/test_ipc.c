@@ -365,7 +365,7 @@ static void put_result(struct wisp_buf *b, uint32_t outcome, uint32_t n_pubs, ui
     wisp_buf_put_u32(b, 0); /* recycled */
     wisp_buf_put_u32(b, n_pubs);
     for (uint32_t i = 0; i < n_pubs; i++) {
-        wisp_buf_put_str(b, "t");
+        wisp_buf_put_bytes(b, "t", 2); /* topics travel with their NUL */
         wisp_buf_put_bytes(b, "p", 1);
         wisp_buf_put_u32(b, qos);
         wisp_buf_put_u32(b, 0);
