@@ -252,13 +252,13 @@ int wisp_config_finish(struct wisp_config *c, char *err, size_t errlen)
 
 void wisp_config_print_help(FILE *out)
 {
-    (void)fprintf(out, "Settings (config file key, flag, default):\n");
+    (void)fprintf(out, "Settings (config file key, flag, meaning [default]):\n");
     for (size_t i = 0; i < WISP_ARRAY_LEN(opts); i++) {
         const struct opt *o = &opts[i];
         char flag[40] = "";
         if (o->flag)
             (void)snprintf(flag, sizeof(flag), "--%s", o->flag);
-        (void)fprintf(out, "  %-27s %-22s %-10s %s\n", o->key, flag, o->def ? o->def : "-",
-                      o->help);
+        (void)fprintf(out, "  %-27s %-22s %s [%s]\n", o->key, flag, o->help,
+                      o->def ? o->def : "none");
     }
 }
