@@ -162,6 +162,8 @@ static void on_connection_lost(void *ctx, char *cause)
     (void)snprintf(reason, sizeof(reason), "connection lost%s%s", cause ? ": " : "",
                    cause ? cause : "");
     link_down(m, reason, false);
+    /* Nothing arrives on a lost link: a pending stop of intake is complete. */
+    atomic_store(&m->intake_done, true);
     mqtt_cb_leave(m);
 }
 

@@ -142,6 +142,11 @@ void wisp_mqtt_get_stats(const struct wisp_mqtt *m, struct wisp_mqtt_stats *out)
  * still queued as usual; the caller decides what to do with them. */
 int wisp_mqtt_stop_intake(struct wisp_mqtt *m);
 
+/* After wisp_mqtt_stop_intake: true once nothing more can arrive (the
+ * broker acknowledged the unsubscribe, or the link is down) and everything
+ * that did arrive has been taken with wisp_mqtt_take. */
+bool wisp_mqtt_intake_drained(struct wisp_mqtt *m);
+
 /* Disconnects (waiting at most timeout_ms for the DISCONNECT to go out) and
  * frees the client. NULL is a no-op. */
 void wisp_mqtt_destroy(struct wisp_mqtt *m, int timeout_ms);

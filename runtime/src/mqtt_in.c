@@ -453,6 +453,51 @@ int wisp_mqtt_set_subscriptions(struct wisp_mqtt *m, const char *const *filters,
     return 0;
 }
 
+/* The broker answers the UNSUBSCRIBE after every PUBLISH it sent before
+ * it, and Paho hands those to messageArrived first: once this runs, all
+ * that will ever arrive is in our queue (or held by Paho for redelivery). */
+static void on_intake_unsub(void *ctx, MQTTAsync_successData *r)
+{
+    struct wisp_mqtt *m = ctx;
+    (void)r;
+    mqtt_cb_enter(m);
+    atomic_store(&m->intake_done, true);
+    mqtt_signal(m);
+    mqtt_cb_leave(m);
+}
+
+static void on_intake_unsub5(void *ctx, MQTTAsync_successData5 *r)
+{
+    struct wisp_mqtt *m = ctx;
+    (void)r;
+    mqtt_cb_enter(m);
+    atomic_store(&m->intake_done, true);
+    mqtt_signal(m);
+    mqtt_cb_leave(m);
+}
+
+static void on_intake_unsub_fail(void *ctx, MQTTAsync_failureData *r)
+{
+    (void)r;
+    on_intake_unsub(ctx, NULL);
+}
+
+static void on_intake_unsub_fail5(void *ctx, MQTTAsync_failureData5 *r)
+{
+    (void)r;
+    on_intake_unsub5(ctx, NULL);
+}
+
+bool wisp_mqtt_intake_drained(struct wisp_mqtt *m)
+{
+    if (!atomic_load(&m->intake_done))
+        return false;
+    pthread_mutex_lock(&m->lock);
+    bool empty = m->head == NULL && !m->backlog;
+    pthread_mutex_unlock(&m->lock);
+    return empty;
+}
+
 int wisp_mqtt_stop_intake(struct wisp_mqtt *m)
 {
     if (!m)
@@ -464,9 +509,25 @@ int wisp_mqtt_stop_intake(struct wisp_mqtt *m)
             return -ENOMEM;
         for (size_t i = 0; i < m->nsubs; i++)
             all[i] = m->subs[i].filter;
-        rc = send_unsubscribe(m, all, m->nsubs);
+        MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
+        ro.context = m;
+        if (m->version == MQTTVERSION_5) {
+            ro.onSuccess5 = on_intake_unsub5;
+            ro.onFailure5 = on_intake_unsub_fail5;
+        } else {
+            ro.onSuccess = on_intake_unsub;
+            ro.onFailure = on_intake_unsub_fail;
+        }
+        rc = m->api->unsubscribeMany(m->client, (int)m->nsubs, all, &ro) == MQTTASYNC_SUCCESS
+                 ? 0
+                 : -ENOTCONN;
         free(all);
-        rc = rc == -ENOTCONN ? 0 : rc; /* a clean session holds nothing either */
+    }
+    if (rc != 0 || !set_is_live(m) || m->nsubs == 0) {
+        /* Not connected (a clean session holds nothing for us) or nothing
+         * subscribed: nothing more can arrive. */
+        atomic_store(&m->intake_done, true);
+        rc = 0;
     }
     log_info("intake stopped: unsubscribed from %zu filter(s)", m->nsubs);
     free_subs(m->subs, m->nsubs);

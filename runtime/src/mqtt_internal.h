@@ -77,6 +77,7 @@ struct wisp_mqtt {
     struct mqtt_counters st;
     atomic_size_t pending;
     atomic_bool connected;
+    atomic_bool intake_done; /* stop_intake's UNSUBACK came, or nothing more can arrive */
     atomic_bool disconnect_done;
     atomic_bool destroying;
     atomic_int in_callback; /* Paho callbacks running right now */

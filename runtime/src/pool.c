@@ -119,19 +119,22 @@ void wisp_pool_destroy(struct wisp_pool *p)
     free(p);
 }
 
-/* Frees a retired function once nothing refers to it any more. */
-void wisp_pool_fn_maybe_free(struct wisp_pool *p, struct fn *fn)
+/* Frees the retired functions nothing refers to any more. Functions are
+ * only ever freed here, between scheduling passes, so no caller walking
+ * the list (or holding a function) sees one disappear. */
+static void sweep(struct wisp_pool *p)
 {
-    if (!fn->retired || fn->n_exec || fn->qhead || fn->delayed)
-        return;
-    for (struct fn **pp = &p->fns; *pp; pp = &(*pp)->next) {
-        if (*pp == fn) {
+    struct fn **pp = &p->fns;
+    while (*pp) {
+        struct fn *fn = *pp;
+        if (fn->retired && !fn->n_exec && !fn->qhead && !fn->delayed) {
             *pp = fn->next;
-            break;
+            log_debug("released %s@%s", fn->spec->name, fn->spec->version);
+            fn_free(fn);
+        } else {
+            pp = &fn->next;
         }
     }
-    log_debug("released %s@%s", fn->spec->name, fn->spec->version);
-    fn_free(fn);
 }
 
 static struct fn *find_active(struct wisp_pool *p, const char *name)
@@ -207,10 +210,6 @@ void wisp_pool_set_functions(struct wisp_pool *p, struct wisp_fnspec **specs, si
         fn->next = p->fns;
         p->fns = fn;
     }
-    for (struct fn *fn = p->fns; fn; fn = next) {
-        next = fn->next;
-        wisp_pool_fn_maybe_free(p, fn);
-    }
     wisp_pool_schedule(p);
 }
 
@@ -231,14 +230,14 @@ void wisp_pool_foreach(struct wisp_pool *p, void (*cb)(void *ud, const struct wi
     }
 }
 
-/* Serves one function's queue; returns false when fn was freed meanwhile
- * (a failed dispatch can stop the last executor of a retired function). */
-static bool schedule_fn(struct wisp_pool *p, struct fn *fn)
+/* Serves one function's queue: idle executors first, then new ones, then
+ * the queues of busy ones. */
+static void schedule_fn(struct wisp_pool *p, struct fn *fn)
 {
     struct exe *e;
     while (fn->qhead && (e = wisp_exe_find_idle(p, fn))) {
         if (wisp_exe_dispatch(e, wisp_fn_pop(fn)) != 0)
-            return false;
+            return;
     }
     /* Start executors for what is still waiting and not already covered
      * by executors that are starting. */
@@ -254,28 +253,16 @@ static bool schedule_fn(struct wisp_pool *p, struct fn *fn)
      * executor goes straight from one event to the next. */
     while (fn->qhead && fn->n_loading == 0 && (e = wisp_exe_find_pipeline(p, fn, fn->qhead))) {
         if (wisp_exe_dispatch(e, wisp_fn_pop(fn)) != 0)
-            return false;
+            return;
     }
-    return true;
 }
 
 void wisp_pool_schedule(struct wisp_pool *p)
 {
-    /* A failed dispatch may free a function and so change the list: start
-     * over then, a bounded number of times (each restart stopped one
-     * executor, so the work shrinks). */
-    for (int restarts = 0; restarts < 64; restarts++) {
-        struct fn *fn = p->fns;
-        while (fn) {
-            struct fn *next = fn->next;
-            if (!schedule_fn(p, fn))
-                break;
-            fn = next;
-        }
-        if (!fn)
-            break;
-    }
+    for (struct fn *fn = p->fns; fn; fn = fn->next)
+        schedule_fn(p, fn);
     wisp_exe_flush(p);
+    sweep(p);
 }
 
 static struct blob *blob_new(const char *subject, const void *payload, size_t len)

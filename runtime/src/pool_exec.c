@@ -126,8 +126,13 @@ int wisp_exe_dispatch(struct exe *e, struct pev *ev)
     wev.source = source;
     ev->seq = ++p->next_seq;
     wisp_ipc_encode_invoke(&p->wb, ev->seq, &wev);
-    wisp_buf_put(&e->wb, p->wb.data, p->wb.len);
+    size_t before = e->wb.len;
+    if (!p->wb.oom)
+        wisp_buf_put(&e->wb, p->wb.data, p->wb.len);
     if (p->wb.oom || e->wb.oom) {
+        /* Nothing of this frame may reach the executor: a torn frame
+         * would end its connection. */
+        e->wb.len = before;
         e->wb.oom = false;
         wisp_fn_push_front(e->fn, ev);
         return -ENOMEM;
@@ -228,7 +233,6 @@ void wisp_exe_stop(struct exe *e, bool kill_it, enum wisp_outcome outcome, const
         wisp_pool_finish(p, fn, ev, &res, cold, init_ns);
         wisp_result_fini(&res);
     }
-    wisp_pool_fn_maybe_free(p, fn);
 }
 
 struct exe *wisp_exe_find_idle(struct wisp_pool *p, const struct fn *fn)
@@ -273,6 +277,8 @@ static const char *handle_loaded(struct exe *e, struct wisp_rd *rd, char *msg, s
     free(l.err);
     e->fn->n_loading--;
     e->state = EXE_IDLE;
+    if (e->fn->retired && !e->fn->qhead)
+        return "retired"; /* started for a version that has gone meanwhile */
     e->cold = true;
     e->init_ns = l.init_ns;
     e->idle_since_ns = wisp_mono_ns();
@@ -364,8 +370,15 @@ static void on_readable(void *ud, int fd, uint32_t events)
         off += (size_t)n;
         if (type == WISP_IPC_LOADED) {
             stop = handle_loaded(e, &rd, msg, sizeof(msg));
-            if (stop == msg)
+            if (stop == msg) {
+                /* It reported its own failure and exits by itself: no
+                 * kill by pid (the zygote may already have reaped it). */
                 outcome = WISP_OUTCOME_ERROR;
+                kill_it = false;
+            } else if (stop && strcmp(stop, "retired") == 0) {
+                stop = NULL;
+                retire = true;
+            }
         } else if (type == WISP_IPC_RESULT) {
             stop = handle_result(e, &rd, &retire);
         } else {

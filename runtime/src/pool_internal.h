@@ -80,7 +80,6 @@ struct wisp_pool {
 /* pool.c */
 void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct wisp_result *res,
                       bool cold, uint64_t init_ns);
-void wisp_pool_fn_maybe_free(struct wisp_pool *p, struct fn *fn);
 void wisp_pev_free(struct pev *ev);
 struct pev *wisp_fn_pop(struct fn *fn);
 void wisp_fn_push_front(struct fn *fn, struct pev *ev);

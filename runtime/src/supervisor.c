@@ -248,7 +248,8 @@ static void run_loop(struct sup *s)
         wisp_pool_tick(s->pool, now);
         if (!s->draining)
             continue;
-        if (wisp_pool_idle(s->pool) && wisp_mqtt_pending(s->mqtt) == 0) {
+        if (wisp_mqtt_intake_drained(s->mqtt) && wisp_pool_idle(s->pool) &&
+            wisp_mqtt_pending(s->mqtt) == 0) {
             log_info("drained: all accepted events finished and their messages sent");
             s->stop = true;
         } else if (now >= s->drain_deadline_ns) {

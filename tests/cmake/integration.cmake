@@ -1,6 +1,6 @@
 # End-to-end tests of wispd and wisp: real mosquitto, real processes, real signals.
 foreach(t wisp_cli wispd_basic wispd_hostile wispd_reload wispd_drain wispd_payloads
-          wispd_broker_restart wispd_tls wispd_scaling)
+          wispd_broker_restart wispd_tls wispd_scaling wispd_drain_stream)
   if(EXISTS ${CMAKE_CURRENT_SOURCE_DIR}/integration/${t}.sh)
     wisp_integration_test(${t})
   endif()
