@@ -1,7 +1,8 @@
 /*
  * Loading a function folder: reads <dir>/function.json, resolves the handler
  * inside the folder (through symlinks) and computes the content version from
- * function.json, the handler and lib/ *.lua when no "version" is given.
+ * function.json and every Lua file require() can load (the folder's own
+ * *.lua and lib/ recursively) when no "version" is given.
  */
 #include "fnspec.h"
 
@@ -57,19 +58,18 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Lists lib/ *.lua (regular files) sorted by name into *names. */
-static int list_lib(const char *libdir, char ***names, size_t *n)
+/* Lists the entries of dir (not "." or hidden ones) sorted by name. */
+static int list_dir(const char *dir, char ***names, size_t *n)
 {
     int rc = 0;
     size_t cap = 0;
-    DIR *d = opendir(libdir);
+    DIR *d = opendir(dir);
     *names = NULL;
     *n = 0;
     if (!d)
         return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
     for (const struct dirent *e; (e = readdir(d)) != NULL;) {
-        size_t len = strlen(e->d_name);
-        if (len <= 4 || strcmp(e->d_name + len - 4, ".lua") != 0)
+        if (e->d_name[0] == '.')
             continue;
         if (*n == cap) {
             cap = cap ? cap * 2 : 16;
@@ -80,7 +80,7 @@ static int list_lib(const char *libdir, char ***names, size_t *n)
             }
             *names = grown;
         }
-        if (!((*names)[*n] = wisp_strndup(e->d_name, len))) {
+        if (!((*names)[*n] = wisp_strndup(e->d_name, strlen(e->d_name)))) {
             rc = -ENOMEM;
             break;
         }
@@ -92,31 +92,44 @@ static int list_lib(const char *libdir, char ***names, size_t *n)
     return rc;
 }
 
-static int hash_lib(uint64_t *h, const char *dir, char *msg, size_t cap)
+static bool is_lua(const char *name)
+{
+    size_t len = strlen(name);
+    return len > 4 && strcmp(name + len - 4, ".lua") == 0;
+}
+
+/* Hashes every *.lua that require() can load: those at the top of the
+ * folder and, recursively (depth <= 8), under lib/, in sorted order, each
+ * with its relative path as label. */
+static int hash_lua(uint64_t *h, const char *dir, const char *rel, bool recurse, int depth,
+                    char *msg, size_t cap)
 {
     char **names = NULL;
     size_t n = 0;
-    char *libdir = wisp_path_join(dir, "lib");
-    int rc = libdir ? list_lib(libdir, &names, &n) : -ENOMEM;
+    char *path = *rel ? wisp_path_join(dir, rel) : wisp_strndup(dir, strlen(dir));
+    int rc = path ? list_dir(path, &names, &n) : -ENOMEM;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         char label[PATH_MAX];
-        char *path = wisp_path_join(libdir, names[i]);
+        wisp_errf(label, sizeof(label), 0, "%s%s%s", rel, *rel ? "/" : "", names[i]);
+        char *full = wisp_path_join(dir, label);
         struct stat st;
-        if (!path) {
+        if (!full) {
             rc = -ENOMEM;
             break;
         }
-        wisp_errf(label, sizeof(label), 0, "lib/%s", names[i]);
-        if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
-            rc = hash_file(h, label, path);
-        free(path);
+        if (stat(full, &st) == 0 && S_ISREG(st.st_mode) && is_lua(names[i]))
+            rc = hash_file(h, label, full);
+        else if (stat(full, &st) == 0 && S_ISDIR(st.st_mode) && depth < 8 &&
+                 (recurse || strcmp(label, "lib") == 0))
+            rc = hash_lua(h, dir, label, true, depth + 1, msg, cap);
+        free(full);
     }
-    if (rc && rc != -ENOMEM)
-        wisp_errf(msg, cap, rc, "lib: cannot read %s: %s", libdir, strerror(-rc));
+    if (rc && rc != -ENOMEM && !*msg)
+        wisp_errf(msg, cap, rc, "cannot read %s: %s", path ? path : dir, strerror(-rc));
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
-    free(libdir);
+    free(path);
     return rc;
 }
 
@@ -187,7 +200,7 @@ int wisp_fnspec_load(const char *dir, struct wisp_fnspec **out, char *err, size_
         if (rc)
             wisp_errf(msg, sizeof(msg), rc, "handler: cannot read %s: %s", handler, strerror(-rc));
         else
-            rc = hash_lib(&h, dir, msg, sizeof(msg));
+            rc = hash_lua(&h, dir, "", false, 0, msg, sizeof(msg));
         char version[17];
         wisp_errf(version, sizeof(version), 0, "%012" PRIx64, h >> 16);
         char *dup = rc == 0 ? wisp_strndup(version, 12) : NULL;

@@ -9,8 +9,8 @@
  * The connection is offline-first: wisp_mqtt_start never fails because the
  * broker is away; it keeps retrying with backoff (reconnect_min_ms doubling
  * up to reconnect_max_ms), re-subscribes after every (re)connect, and keeps
- * outgoing messages while disconnected (up to max_buffered, oldest dropped
- * and counted beyond that).
+ * outgoing messages while disconnected (up to max_buffered; beyond that new
+ * ones are refused with -ENOBUFS and counted).
  *
  * Driving it from a loop: watch wisp_mqtt_fd for EPOLLIN; when it fires call
  * wisp_mqtt_take, and call wisp_mqtt_tick at least as often as it asks. All

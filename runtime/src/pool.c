@@ -332,10 +332,12 @@ static int submit_mqtt(struct wisp_pool *p, char **topicp, char **payloadp, size
     int matched = 0;
     const char *topic = *topicp;
     size_t tlen = strlen(topic);
-    next_id(p, id, sizeof(id));
     for (struct fn *fn = p->fns; fn; fn = fn->next) {
         if (fn->retired || !fn_matches(fn, topic, tlen))
             continue;
+        /* Each function's event has its own id: it names one invocation's
+         * effects, which a consumer deduplicates by. */
+        next_id(p, id, sizeof(id));
         if (!b && adopt && (b = calloc(1, sizeof(*b)))) {
             b->subject = *topicp;
             b->payload = *payloadp;

@@ -62,6 +62,24 @@ void wisp_subs_add_spec(void *ud, const struct wisp_fnspec *spec)
     }
 }
 
+/* Length of a "$share/<group>/" prefix, or 0 for a plain filter. */
+static size_t share_prefix(const char *f)
+{
+    if (strncmp(f, "$share/", 7) != 0)
+        return 0;
+    const char *slash = strchr(f + 7, '/');
+    return slash ? (size_t)(slash - f) + 1 : 0;
+}
+
+/* A shared subscription delivers only this gateway's share of its topics,
+ * so it may stand in for another subscription of the same group only: a
+ * plain filter never covers a shared one, nor the other way round. */
+static bool same_delivery(const char *a, const char *b)
+{
+    size_t la = share_prefix(a), lb = share_prefix(b);
+    return la == lb && strncmp(a, b, la) == 0;
+}
+
 void wisp_subs_reduce(struct wisp_subs *s)
 {
     size_t i = 0;
@@ -69,7 +87,8 @@ void wisp_subs_reduce(struct wisp_subs *s)
         size_t cover = s->n;
         for (size_t j = 0; j < s->n && cover == s->n; j++) {
             /* Filters are distinct, so at most one of a mutual pair exists. */
-            if (j != i && wisp_topic_filter_covers(s->filters[j], s->filters[i]))
+            if (j != i && same_delivery(s->filters[j], s->filters[i]) &&
+                wisp_topic_filter_covers(s->filters[j], s->filters[i]))
                 cover = j;
         }
         if (cover == s->n) {

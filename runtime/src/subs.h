@@ -2,7 +2,9 @@
  * The broker subscriptions wispd needs: the MQTT trigger filters of every
  * function, merged. Identical filters are sent once at the highest QoS any
  * function asked for, and a filter covered by another (a/b by a/#) is left
- * out so that the broker does not deliver one message twice.
+ * out so that the broker does not deliver one message twice. Shared
+ * subscriptions ($share/<group>/...) only stand in for others of their
+ * group.
  */
 #ifndef WISP_SUBS_H
 #define WISP_SUBS_H

@@ -159,6 +159,18 @@ static void test_load_version(void)
     wisp_test_write(a, "function.json", FN_JSON "\n");
     v1 = load_version(a);
     CHECK(v1 && vl && strcmp(v1, vl) != 0);
+
+    /* require() also loads nested lib/ modules and the folder's own *.lua:
+     * editing either is a new version too. */
+    wisp_test_mkdir(a, "lib/sub");
+    wisp_test_write(a, "lib/sub/c.lua", "return 'c'\n");
+    char *vn = load_version(a);
+    CHECK(vn && v1 && strcmp(vn, v1) != 0);
+    wisp_test_write(a, "util.lua", "return 'u'\n");
+    char *vr = load_version(a);
+    CHECK(vr && vn && strcmp(vr, vn) != 0);
+    free(vn);
+    free(vr);
     free(v1);
 
     free(v0);

@@ -170,6 +170,23 @@ static void test_overlaps_kept(void)
         const struct sub want[] = {{"a", 2}, {"a/+", 0}};
         check_reduce(in, LEN(in), want, LEN(want));
     }
+    {
+        /* A shared subscription delivers only a share of its topics: it
+         * covers neither a plain filter nor one of another group, and a
+         * plain filter does not stand in for it. Same group: covered. */
+        const struct sub in[] = {{"sensors/kitchen/temp", 1},
+                                 {"$share/g/sensors/#", 0},
+                                 {"$share/h/sensors/+/temp", 0},
+                                 {"$share/g/sensors/a", 2},
+                                 {"x/#", 0},
+                                 {"$share/g/x/y", 1}};
+        const struct sub want[] = {{"sensors/kitchen/temp", 1},
+                                   {"$share/g/sensors/#", 2},
+                                   {"$share/h/sensors/+/temp", 0},
+                                   {"x/#", 0},
+                                   {"$share/g/x/y", 1}};
+        check_reduce(in, LEN(in), want, LEN(want));
+    }
 }
 
 static void test_hash_and_dollar(void)
