@@ -7,7 +7,10 @@ broker_start "log_type all"
 FN_QOS=1 make_fn "$fns" quick 't/q' 'return function(e, ctx) end'
 wispd_start gw "$fns"
 log=$(wispd_log gw)
-(seq 1 400000 | mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -t t/q -q 1 -l) &
+# The publisher itself is the tracked process (a subshell around it would
+# leave it running, holding the test's output open, after cleanup).
+seq 1 400000 >"$TEST_TMP/stream"
+mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -t t/q -q 1 -l <"$TEST_TMP/stream" &
 track_pid $!
 wait_for 20 "a stream in progress" bash -c "[ \$(grep -c mod=report '$log') -ge 2000 ]" ||
   fail "the stream did not start"
