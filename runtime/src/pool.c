@@ -396,8 +396,11 @@ void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct
         for (size_t i = 0; i < res->n_pubs; i++) {
             const struct wisp_publish *m = &res->pubs[i];
             if (p->hooks.publish(p->hooks.ud, m->topic, m->payload, m->payload_len, m->qos,
-                                 m->retain) != 0)
-                log_error("%s: publishing to %s failed", fn->spec->name, m->topic);
+                                 m->retain) != 0 &&
+                fn->st.publish_failed++ % 1000 == 0)
+                /* A full offline buffer fails every publish: log a sample. */
+                log_error("%s: publishing to %s failed (%llu so far)", fn->spec->name, m->topic,
+                          (unsigned long long)fn->st.publish_failed);
         }
     }
     wisp_pool_report(fn, ev, res, cold, init_ns);

@@ -49,7 +49,7 @@ struct wisp_pool_hooks {
 
 struct wisp_fn_stats {
     uint64_t invocations, ok, errors, timeouts, memory, crashes;
-    uint64_t cold_starts, retries, dead_lettered, dropped;
+    uint64_t cold_starts, retries, dead_lettered, dropped, publish_failed;
     uint64_t queued, running, executors;
 };
 

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,67 +101,6 @@ out:
     return rc;
 }
 
-int wisp_write_file_atomic(const char *path, const void *data, size_t len)
-{
-    int rc = 0;
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    char *dircopy = wisp_strndup(path, plen);
-    int fd = -1;
-    if (!tmp || !dircopy) {
-        rc = -ENOMEM;
-        goto out;
-    }
-    /* ".tmp." and a pid always fit in the 16 spare bytes. */
-    int n = snprintf(tmp, plen + 16, "%s.tmp.%d", path, (int)getpid());
-    if (n < 0 || (size_t)n >= plen + 16) {
-        rc = -ENAMETOOLONG;
-        free(tmp);
-        tmp = NULL; /* nothing was created: nothing to unlink */
-        goto out;
-    }
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        rc = -errno;
-        goto out;
-    }
-    const char *p = data;
-    size_t off = 0;
-    while (off < len) {
-        ssize_t w = write(fd, p + off, len - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0) {
-            rc = -errno;
-            goto out;
-        }
-        off += (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
-        rc = -errno;
-        fd = -1;
-        goto out;
-    }
-    fd = -1;
-    if (rename(tmp, path) != 0) {
-        rc = -errno;
-        goto out;
-    }
-    int dfd = open(dirname(dircopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) {
-        (void)fsync(dfd);
-        close(dfd);
-    }
-out:
-    if (fd >= 0)
-        close(fd);
-    if (rc != 0 && tmp)
-        (void)unlink(tmp);
-    free(tmp);
-    free(dircopy);
-    return rc;
-}
-
 int wisp_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
     if (!s || !*s)
@@ -178,47 +116,6 @@ int wisp_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
         return -ERANGE;
     *out = v;
     return 0;
-}
-
-int wisp_parse_u64(const char *s, uint64_t max, uint64_t *out)
-{
-    if (!s || !*s || *s == '-' || *s == '+')
-        return -EINVAL;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno == ERANGE)
-        return -ERANGE;
-    if (end == s || *end != '\0')
-        return -EINVAL;
-    if (v > max)
-        return -ERANGE;
-    *out = v;
-    return 0;
-}
-
-int wisp_parse_duration_ms(const char *s, uint64_t *out_ms)
-{
-    static const struct {
-        const char *suffix;
-        uint64_t mult;
-    } units[] = {{"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}, {"", 1}};
-    if (!s || *s < '0' || *s > '9')
-        return -EINVAL;
-    char *end = NULL;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno == ERANGE)
-        return -EINVAL;
-    for (size_t i = 0; i < WISP_ARRAY_LEN(units); i++) {
-        if (strcmp(end, units[i].suffix) == 0) {
-            if (v > UINT64_MAX / units[i].mult)
-                return -EINVAL;
-            *out_ms = v * units[i].mult;
-            return 0;
-        }
-    }
-    return -EINVAL;
 }
 
 int wisp_errf(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -331,20 +228,4 @@ uint64_t wisp_fnv1a64(uint64_t h, const void *data, size_t len)
         h *= 0x100000001b3ULL;
     }
     return h;
-}
-
-int wisp_fd_cloexec(int fd)
-{
-    int fl = fcntl(fd, F_GETFD);
-    if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0)
-        return -errno;
-    return 0;
-}
-
-int wisp_fd_nonblock(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -errno;
-    return 0;
 }

@@ -20,16 +20,8 @@ void wisp_rfc3339(uint64_t real_ns, char *out, size_t cap);
  * (without the NUL). Returns 0 or a negative errno (-EFBIG when too large). */
 int wisp_read_file(const char *path, size_t max_bytes, char **out, size_t *len);
 
-/* Writes a file atomically: temp file, fsync, rename, fsync the directory. */
-int wisp_write_file_atomic(const char *path, const void *data, size_t len);
-
-/* strtoll/strtoull with full-string, range and errno checks. 0 or -EINVAL/-ERANGE. */
+/* strtoll with full-string, range and errno checks. 0 or -EINVAL/-ERANGE. */
 int wisp_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);
-int wisp_parse_u64(const char *s, uint64_t max, uint64_t *out);
-
-/* Parses "250ms", "30s", "5m", "2h" or a bare number of milliseconds into ms.
- * Returns 0 or -EINVAL. */
-int wisp_parse_duration_ms(const char *s, uint64_t *out_ms);
 
 /* snprintf into an error buffer; safe with err == NULL. Returns `code`. */
 int wisp_errf(char *err, size_t errlen, int code, const char *fmt, ...)
@@ -50,9 +42,5 @@ char *wisp_base64(const void *data, size_t len);
 /* 64-bit FNV-1a, for content versions and hashing (not for security). */
 uint64_t wisp_fnv1a64(uint64_t h, const void *data, size_t len);
 #define WISP_FNV1A64_INIT 0xcbf29ce484222325ULL
-
-/* Sets O_CLOEXEC / O_NONBLOCK on fd. 0 or -errno. */
-int wisp_fd_cloexec(int fd);
-int wisp_fd_nonblock(int fd);
 
 #endif
