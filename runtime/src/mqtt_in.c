@@ -1,29 +1,8 @@
 /*
  * The inbound side of the MQTT connection: the queue Paho's receive thread
  * fills and the loop drains (wisp_mqtt_take), backpressure, and the set of
- * subscriptions that is (re)sent on every connection.
- *
- * Backpressure, as Paho 1.3.12 really behaves (found by experiment, see
- * tests/integration/mqtt_client.c):
- * - When messageArrived returns 0, Paho keeps the message at the head of its
- *   own in-memory queue and offers it again later. The broker has already
- *   been sent PUBACK for QoS 1 (Paho acknowledges before calling us), so
- *   this does not slow the broker down; it only moves the backlog into
- *   Paho's memory, unbounded.
- * - While that queue is not empty, new messages are appended to it without
- *   calling us, and Paho offers the head again only when it reads a packet
- *   from the socket: one message per packet received. On a quiet connection
- *   the next packet is the keepalive PINGRESP, so a backlog of N messages
- *   would take N keepalive periods to drain.
- * - That queue survives a reconnect, also with a clean session (50 deferred
- *   messages all arrived after a broker restart; the test checks 20). It
- *   does not survive the process: those messages were acknowledged already.
- * So after deferring we "nudge": each UNSUBSCRIBE of a filter nobody uses
- * makes the broker answer with an UNSUBACK, and Paho offers one queued
- * message in the same receive cycle, just before calling the UNSUBSCRIBE's
- * onSuccess. Nudges are sent from the loop thread only while there is room
- * in our queue, and stop once a nudge comes back without any message having
- * arrived since it was sent (Paho's queue was empty then).
+ * subscriptions that is (re)sent on every connection. How messages held
+ * back for backpressure get delivered: see mqtt_nudge.c.
  */
 #define WISP_LOG_MODULE "mqtt"
 #include "mqtt_internal.h"
@@ -37,11 +16,6 @@
 #include "log.h"
 #include "topic.h"
 #include "util.h"
-
-/* Never subscribed to: unsubscribing from it only provokes an UNSUBACK. */
-#define NUDGE_FILTER "$wisp/nudge"
-
-enum { NUDGE_MAX = 4 };
 
 void wisp_mqtt_msg_free(struct wisp_mqtt_msg *m)
 {
@@ -315,7 +289,14 @@ static void on_unsub_fail5(void *ctx, MQTTAsync_failureData5 *r)
     mqtt_cb_leave(m);
 }
 
-static int send_unsubscribe(struct wisp_mqtt *m, char *const *filters, size_t n)
+static void on_intake_unsub(void *ctx, MQTTAsync_successData *r);
+static void on_intake_unsub5(void *ctx, MQTTAsync_successData5 *r);
+static void on_intake_unsub_fail(void *ctx, MQTTAsync_failureData *r);
+static void on_intake_unsub_fail5(void *ctx, MQTTAsync_failureData5 *r);
+
+/* Unsubscribes filters; when it ends intake, its answer (either way) marks
+ * that nothing more will arrive. */
+static int send_unsubscribe(struct wisp_mqtt *m, char *const *filters, size_t n, bool intake)
 {
     if (n == 0)
         return 0;
@@ -323,10 +304,13 @@ static int send_unsubscribe(struct wisp_mqtt *m, char *const *filters, size_t n)
         return -E2BIG;
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     ro.context = m;
-    if (m->version == MQTTVERSION_5)
-        ro.onFailure5 = on_unsub_fail5;
-    else
-        ro.onFailure = on_unsub_fail;
+    if (m->version == MQTTVERSION_5) {
+        ro.onSuccess5 = intake ? on_intake_unsub5 : NULL;
+        ro.onFailure5 = intake ? on_intake_unsub_fail5 : on_unsub_fail5;
+    } else {
+        ro.onSuccess = intake ? on_intake_unsub : NULL;
+        ro.onFailure = intake ? on_intake_unsub_fail : on_unsub_fail;
+    }
     int rc = m->api->unsubscribeMany(m->client, (int)n, filters, &ro);
     return rc == MQTTASYNC_SUCCESS ? 0 : rc == MQTTASYNC_DISCONNECTED ? -ENOTCONN : -EIO;
 }
@@ -416,7 +400,7 @@ static int apply_diff(struct wisp_mqtt *m, const struct mqtt_sub *next, size_t n
         if (at < 0 || m->subs[at].qos != next[i].qos)
             added[nadded++] = next[i];
     }
-    rc = send_unsubscribe(m, gone, ngone);
+    rc = send_unsubscribe(m, gone, ngone, false);
     int rc2 = send_subscribe(m, added, nadded);
     rc = rc ? rc : rc2;
     log_debug("subscriptions: %zu removed, %zu added or changed", ngone, nadded);
@@ -456,36 +440,37 @@ int wisp_mqtt_set_subscriptions(struct wisp_mqtt *m, const char *const *filters,
 /* The broker answers the UNSUBSCRIBE after every PUBLISH it sent before
  * it, and Paho hands those to messageArrived first: once this runs, all
  * that will ever arrive is in our queue (or held by Paho for redelivery). */
-static void on_intake_unsub(void *ctx, MQTTAsync_successData *r)
+static void intake_done(void *ctx)
 {
     struct wisp_mqtt *m = ctx;
-    (void)r;
     mqtt_cb_enter(m);
     atomic_store(&m->intake_done, true);
     mqtt_signal(m);
     mqtt_cb_leave(m);
 }
 
+static void on_intake_unsub(void *ctx, MQTTAsync_successData *r)
+{
+    (void)r;
+    intake_done(ctx);
+}
+
 static void on_intake_unsub5(void *ctx, MQTTAsync_successData5 *r)
 {
-    struct wisp_mqtt *m = ctx;
     (void)r;
-    mqtt_cb_enter(m);
-    atomic_store(&m->intake_done, true);
-    mqtt_signal(m);
-    mqtt_cb_leave(m);
+    intake_done(ctx);
 }
 
 static void on_intake_unsub_fail(void *ctx, MQTTAsync_failureData *r)
 {
     (void)r;
-    on_intake_unsub(ctx, NULL);
+    intake_done(ctx);
 }
 
 static void on_intake_unsub_fail5(void *ctx, MQTTAsync_failureData5 *r)
 {
     (void)r;
-    on_intake_unsub5(ctx, NULL);
+    intake_done(ctx);
 }
 
 bool wisp_mqtt_intake_drained(struct wisp_mqtt *m)
@@ -509,23 +494,13 @@ int wisp_mqtt_stop_intake(struct wisp_mqtt *m)
             return -ENOMEM;
         for (size_t i = 0; i < m->nsubs; i++)
             all[i] = m->subs[i].filter;
-        MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-        ro.context = m;
-        if (m->version == MQTTVERSION_5) {
-            ro.onSuccess5 = on_intake_unsub5;
-            ro.onFailure5 = on_intake_unsub_fail5;
-        } else {
-            ro.onSuccess = on_intake_unsub;
-            ro.onFailure = on_intake_unsub_fail;
-        }
-        rc = m->api->unsubscribeMany(m->client, (int)m->nsubs, all, &ro) == MQTTASYNC_SUCCESS
-                 ? 0
-                 : -ENOTCONN;
+        rc = send_unsubscribe(m, all, m->nsubs, true);
         free(all);
     }
     if (rc != 0 || !set_is_live(m) || m->nsubs == 0) {
-        /* Not connected (a clean session holds nothing for us) or nothing
-         * subscribed: nothing more can arrive. */
+        /* Not connected (a clean session holds nothing for us), nothing
+         * subscribed, or the request failed: no answer will come, and
+         * nothing more can arrive. */
         atomic_store(&m->intake_done, true);
         rc = 0;
     }
@@ -534,90 +509,6 @@ int wisp_mqtt_stop_intake(struct wisp_mqtt *m)
     m->subs = NULL;
     m->nsubs = 0;
     return rc;
-}
-
-/* ---- draining Paho's backlog -------------------------------------------- */
-
-struct nudge {
-    struct wisp_mqtt *m;
-    uint64_t mark; /* m->arrivals when the nudge was sent */
-};
-
-static void nudge_done(struct nudge *nd, bool answered)
-{
-    struct wisp_mqtt *m = nd->m;
-    mqtt_cb_enter(m);
-    pthread_mutex_lock(&m->lock);
-    m->nudges--;
-    /* The UNSUBACK was read in the same receive cycle in which Paho offered
-     * its queue's head: no arrival since the nudge left means it was empty. */
-    if (answered && m->arrivals == nd->mark)
-        m->backlog = false;
-    pthread_mutex_unlock(&m->lock);
-    free(nd);
-    mqtt_signal(m); /* the loop sends the next nudge if there is room */
-    mqtt_cb_leave(m);
-}
-
-static void on_nudge_ok(void *ctx, MQTTAsync_successData *r)
-{
-    (void)r;
-    nudge_done(ctx, true);
-}
-
-static void on_nudge_fail(void *ctx, MQTTAsync_failureData *r)
-{
-    (void)r;
-    nudge_done(ctx, false);
-}
-
-static void on_nudge_ok5(void *ctx, MQTTAsync_successData5 *r)
-{
-    (void)r;
-    nudge_done(ctx, true);
-}
-
-static void on_nudge_fail5(void *ctx, MQTTAsync_failureData5 *r)
-{
-    /* A refused UNSUBSCRIBE was still answered by a packet. */
-    nudge_done(ctx, r && r->reasonCode >= 0x80);
-}
-
-void mqtt_in_nudge(struct wisp_mqtt *m)
-{
-    for (;;) {
-        pthread_mutex_lock(&m->lock);
-        bool go = m->backlog && m->link == LINK_UP && m->nudges < NUDGE_MAX &&
-                  m->queued + (size_t)m->nudges < m->max_queued;
-        uint64_t mark = m->arrivals;
-        if (go)
-            m->nudges++;
-        pthread_mutex_unlock(&m->lock);
-        if (!go)
-            return;
-        struct nudge *nd = malloc(sizeof(*nd));
-        int rc = MQTTASYNC_FAILURE;
-        if (nd) {
-            *nd = (struct nudge){.m = m, .mark = mark};
-            MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
-            ro.context = nd;
-            if (m->version == MQTTVERSION_5) {
-                ro.onSuccess5 = on_nudge_ok5;
-                ro.onFailure5 = on_nudge_fail5;
-            } else {
-                ro.onSuccess = on_nudge_ok;
-                ro.onFailure = on_nudge_fail;
-            }
-            rc = m->api->unsubscribe(m->client, NUDGE_FILTER, &ro);
-        }
-        if (rc != MQTTASYNC_SUCCESS) {
-            free(nd);
-            pthread_mutex_lock(&m->lock);
-            m->nudges--;
-            pthread_mutex_unlock(&m->lock);
-            return;
-        }
-    }
 }
 
 /* ---- the loop's side ---------------------------------------------------- */
