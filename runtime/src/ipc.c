@@ -71,20 +71,26 @@ void wisp_buf_put_str(struct wisp_buf *b, const char *s)
     wisp_buf_put_bytes(b, s, s ? strlen(s) : 0);
 }
 
-void wisp_ipc_frame_begin(struct wisp_buf *b, enum wisp_ipc_type type)
+void wisp_ipc_frame_append(struct wisp_buf *b, enum wisp_ipc_type type)
 {
     uint8_t t = (uint8_t)type;
-    wisp_buf_reset(b);
+    b->frame_start = b->len;
     wisp_buf_put_u32(b, 0);
     wisp_buf_put(b, &t, 1);
 }
 
+void wisp_ipc_frame_begin(struct wisp_buf *b, enum wisp_ipc_type type)
+{
+    wisp_buf_reset(b);
+    wisp_ipc_frame_append(b, type);
+}
+
 void wisp_ipc_frame_end(struct wisp_buf *b)
 {
-    if (b->oom || b->len < WISP_IPC_HEADER)
+    if (b->oom || b->len < b->frame_start + WISP_IPC_HEADER)
         return;
-    uint32_t body = (uint32_t)(b->len - WISP_IPC_HEADER);
-    memcpy(b->data, &body, sizeof(body));
+    uint32_t body = (uint32_t)(b->len - b->frame_start - WISP_IPC_HEADER);
+    memcpy(b->data + b->frame_start, &body, sizeof(body));
 }
 
 /* Copies n bytes out of the frame, or zeroes out and marks it bad. */
@@ -382,7 +388,13 @@ static char *rd_opt_strdup(struct wisp_rd *r)
 
 void wisp_ipc_encode_invoke(struct wisp_buf *b, uint64_t seq, const struct wisp_event *ev)
 {
-    wisp_ipc_frame_begin(b, WISP_IPC_INVOKE);
+    wisp_buf_reset(b);
+    wisp_ipc_append_invoke(b, seq, ev);
+}
+
+void wisp_ipc_append_invoke(struct wisp_buf *b, uint64_t seq, const struct wisp_event *ev)
+{
+    wisp_ipc_frame_append(b, WISP_IPC_INVOKE);
     wisp_buf_put_u64(b, seq);
     /* Strings are sent with their NUL so the executor can borrow them as C strings. */
     wisp_buf_put_bytes(b, ev->id, strlen(ev->id) + 1);

@@ -29,7 +29,8 @@ struct wisp_buf {
     char *data;
     size_t len;
     size_t cap;
-    bool oom; /* set when an append failed; the frame must not be sent */
+    bool oom;           /* set when an append failed; the frame must not be sent */
+    size_t frame_start; /* where the frame being written begins */
 };
 
 void wisp_buf_init(struct wisp_buf *b);
@@ -41,8 +42,10 @@ void wisp_buf_put_u64(struct wisp_buf *b, uint64_t v);
 /* A length-prefixed byte string; NULL is encoded as an empty string. */
 void wisp_buf_put_bytes(struct wisp_buf *b, const void *p, size_t n);
 void wisp_buf_put_str(struct wisp_buf *b, const char *s);
-/* Starts a frame of `type`; finish it with wisp_ipc_frame_end. */
+/* Starts a frame of `type` in an emptied buffer (begin) or after what the
+ * buffer holds (append); finish it with wisp_ipc_frame_end. */
 void wisp_ipc_frame_begin(struct wisp_buf *b, enum wisp_ipc_type type);
+void wisp_ipc_frame_append(struct wisp_buf *b, enum wisp_ipc_type type);
 void wisp_ipc_frame_end(struct wisp_buf *b);
 
 struct wisp_rd {
@@ -100,6 +103,8 @@ struct wisp_ipc_loaded {
 int wisp_ipc_decode_loaded(struct wisp_rd *r, struct wisp_ipc_loaded *out);
 
 void wisp_ipc_encode_invoke(struct wisp_buf *b, uint64_t seq, const struct wisp_event *ev);
+/* The same frame appended to what b already holds (several to one executor). */
+void wisp_ipc_append_invoke(struct wisp_buf *b, uint64_t seq, const struct wisp_event *ev);
 /* The event's strings borrow from the frame buffer. */
 int wisp_ipc_decode_invoke(struct wisp_rd *r, uint64_t *seq, struct wisp_event *ev);
 

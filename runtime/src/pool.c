@@ -87,6 +87,8 @@ int wisp_pool_create(struct wisp_loop *loop, const struct wisp_pool_config *cfg,
     if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
         r = wisp_real_ns() ^ ((uint64_t)getpid() << 32);
     (void)snprintf(p->boot, sizeof(p->boot), "%016llx", (unsigned long long)r);
+    (void)snprintf(p->source_mqtt, sizeof(p->source_mqtt), "wisp://%s/mqtt", p->cfg.device);
+    (void)snprintf(p->source_invoke, sizeof(p->source_invoke), "wisp://%s/invoke", p->cfg.device);
     *out = p;
     return 0;
 }

@@ -120,16 +120,11 @@ int wisp_exe_dispatch(struct exe *e, struct pev *ev)
         .qos = ev->qos,
         .retain = ev->retain,
     };
-    char source[160];
-    (void)snprintf(source, sizeof(source), "wisp://%s/%s", p->cfg.device,
-                   ev->blob->subject ? "mqtt" : "invoke");
-    wev.source = source;
+    wev.source = ev->blob->subject ? p->source_mqtt : p->source_invoke;
     ev->seq = ++p->next_seq;
-    wisp_ipc_encode_invoke(&p->wb, ev->seq, &wev);
     size_t before = e->wb.len;
-    if (!p->wb.oom)
-        wisp_buf_put(&e->wb, p->wb.data, p->wb.len);
-    if (p->wb.oom || e->wb.oom) {
+    wisp_ipc_append_invoke(&e->wb, ev->seq, &wev);
+    if (e->wb.oom) {
         /* Nothing of this frame may reach the executor: a torn frame
          * would end its connection. */
         e->wb.len = before;

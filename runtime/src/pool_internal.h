@@ -74,6 +74,7 @@ struct wisp_pool {
     uint64_t next_seq;
     uint64_t next_event;
     char boot[17]; /* random per process, makes event ids unique across restarts */
+    char source_mqtt[160], source_invoke[160]; /* CloudEvents sources, made once */
     struct wisp_buf wb;
 };
 
