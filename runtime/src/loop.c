@@ -72,6 +72,14 @@ struct wisp_watch *wisp_loop_add(struct wisp_loop *l, int fd, uint32_t events, w
     return w;
 }
 
+int wisp_loop_modify(struct wisp_loop *l, struct wisp_watch *w, uint32_t events)
+{
+    if (!w || w->dead)
+        return -EINVAL;
+    struct epoll_event ev = {.events = events, .data.ptr = w};
+    return epoll_ctl(l->epfd, EPOLL_CTL_MOD, w->fd, &ev) == 0 ? 0 : -errno;
+}
+
 void wisp_loop_remove(struct wisp_loop *l, struct wisp_watch *w)
 {
     if (!w)

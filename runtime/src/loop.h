@@ -21,6 +21,9 @@ void wisp_loop_destroy(struct wisp_loop *loop);
  * Returns a handle or NULL (errno set). */
 struct wisp_watch *wisp_loop_add(struct wisp_loop *loop, int fd, uint32_t events, wisp_loop_cb cb,
                                  void *ud);
+/* Changes the events watched for (EPOLLIN, EPOLLOUT...). 0 or a negative
+ * errno. */
+int wisp_loop_modify(struct wisp_loop *loop, struct wisp_watch *w, uint32_t events);
 /* Stops watching; the handle is freed once the current dispatch ends.
  * Call before closing the fd. NULL is a no-op. */
 void wisp_loop_remove(struct wisp_loop *loop, struct wisp_watch *w);

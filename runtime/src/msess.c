@@ -1,0 +1,1259 @@
+/*
+ * The durable MQTT session (see msess.h). One non-blocking TCP socket
+ * watched by the supervisor's loop, an input buffer that is cut into whole
+ * packets, an output buffer for what the socket did not take yet, and a
+ * few deadlines (connect retry, connect timeout, keepalive) served by
+ * next_timeout/tick. Packets are encoded and decoded by mqtt_codec.c.
+ *
+ * Failures never close the connection in the middle of processing: they
+ * are recorded (fail_pending) and handled once the current I/O callback or
+ * tick is done, so a hook that acknowledges, pauses or changes the
+ * subscriptions never finds the buffers gone underneath it.
+ *
+ * Inbound packet identifiers have one state each (pid_state): awaiting the
+ * application's ack (QoS 1 or 2), or PUBREC sent and awaiting PUBREL. The
+ * table is cleared when a connection ends, which is what makes an ack for a
+ * message from an earlier connection return -ENOTCONN.
+ */
+#define WISP_LOG_MODULE "msess"
+#include "msess.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "loop.h"
+#include "mqtt_codec.h"
+#include "topic.h"
+#include "util.h"
+
+enum {
+    DEFAULT_RECONNECT_MIN_MS = 250,
+    DEFAULT_RECONNECT_MAX_MS = 30000,
+    DEFAULT_MAX_PACKET = (1 << 20) + (64 << 10),
+    MIN_MAX_PACKET = 64,
+    CONNECT_TIMEOUT_MS = 10000,
+    READ_CHUNK = 16384,
+    READ_BUDGET = 256 * 1024, /* bytes read per I/O callback before yielding */
+    OUT_MAX = 1 << 20,        /* unsent bytes before the connection is dropped */
+    SUB_PACKET_MAX = 16384,   /* SUBSCRIBE packets are split above this */
+    NPIDS = 65536,
+};
+
+enum state {
+    ST_IDLE,       /* waiting for the next connect attempt */
+    ST_CONNECTING, /* TCP connect in progress */
+    ST_CONNACK,    /* CONNECT sent, waiting for CONNACK */
+    ST_UP,         /* CONNACK accepted */
+};
+
+enum pid_state {
+    PID_FREE = 0,
+    PID_QOS1_WAIT, /* delivered, waiting for wisp_msess_ack */
+    PID_QOS2_WAIT, /* delivered, waiting for wisp_msess_ack */
+    PID_QOS2_REC,  /* PUBREC sent, waiting for PUBREL */
+};
+
+struct sub {
+    char *filter;
+    size_t len;
+    int qos;
+};
+
+/* A SUBSCRIBE or UNSUBSCRIBE waiting for its SUBACK/UNSUBACK. */
+struct req {
+    struct req *next;
+    uint16_t pid;
+    bool unsub;
+    size_t n;
+    struct sub *subs; /* copies, for the log */
+};
+
+struct wisp_msess {
+    struct wisp_loop *loop;
+    struct wisp_msess_hooks hooks;
+
+    /* configuration */
+    char *host, *port, *client_id, *username, *password;
+    int version, keepalive_s, reconnect_min_ms, reconnect_max_ms;
+    uint32_t session_expiry_s, max_packet;
+    uint16_t receive_max;
+
+    struct sub *subs;
+    size_t nsubs;
+
+    /* connection */
+    enum state state;
+    int fd;
+    struct wisp_watch *watch;
+    uint32_t watch_events;
+    struct addrinfo *ai, *ai_next;
+    uint64_t deadline_ns; /* ST_IDLE: next attempt; ST_CONNECTING/CONNACK: timeout */
+    int backoff_ms;
+    uint64_t last_tx_ns, last_rx_ns;
+    bool ping_out;
+    int ka_s; /* effective keepalive (v5: Server Keep Alive wins) */
+    uint32_t server_max_packet;
+    bool ever_up;
+
+    uint8_t *in;
+    size_t in_len, in_off, in_cap;
+    uint8_t *out;
+    size_t out_len, out_off, out_cap;
+
+    uint8_t *pid_state; /* NPIDS entries of enum pid_state */
+    unsigned inflight;  /* QoS 1/2 messages not yet PUBACKed or PUBCOMPed */
+    struct req *reqs;
+    uint16_t next_pid;
+
+    bool paused;
+    bool rx_backlog; /* whole packets left in the input buffer (paused) */
+    bool fail_pending;
+    bool fail_protocol;
+    uint8_t fail_reason; /* v5 DISCONNECT reason to send, 0: none */
+    char fail_why[256];
+
+    struct wisp_msess_stats st;
+};
+
+static void io_cb(void *ud, int fd, uint32_t events);
+static void process_input(struct wisp_msess *s);
+
+/* ---- failures and closing ---- */
+
+/* Records why the connection has to go; the first reason wins. reason is
+ * the v5 DISCONNECT reason to send (0: none), protocol counts it. */
+static void __attribute__((format(printf, 4, 5)))
+fail(struct wisp_msess *s, uint8_t reason, bool protocol, const char *fmt, ...)
+{
+    if (s->fail_pending || s->state == ST_IDLE)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    (void)vsnprintf(s->fail_why, sizeof(s->fail_why), fmt, ap);
+    va_end(ap);
+    s->fail_pending = true;
+    s->fail_protocol = protocol;
+    s->fail_reason = reason;
+}
+
+static void set_interest(struct wisp_msess *s)
+{
+    if (!s->watch)
+        return;
+    uint32_t ev = 0;
+    if (s->state == ST_CONNECTING) {
+        ev = EPOLLOUT;
+    } else {
+        if (s->state == ST_CONNACK || !s->paused)
+            ev |= EPOLLIN;
+        if (s->out_off < s->out_len)
+            ev |= EPOLLOUT;
+    }
+    if (ev == s->watch_events)
+        return;
+    int rc = wisp_loop_modify(s->loop, s->watch, ev);
+    if (rc == 0)
+        s->watch_events = ev;
+    else
+        fail(s, 0, false, "epoll: %s", strerror(-rc));
+}
+
+/* Writes what the socket takes now. */
+static void flush_out(struct wisp_msess *s)
+{
+    while (s->fd >= 0 && s->out_off < s->out_len) {
+        ssize_t n = send(s->fd, s->out + s->out_off, s->out_len - s->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            s->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        fail(s, 0, false, "write: %s", n < 0 ? strerror(errno) : "nothing written");
+        return;
+    }
+    if (s->out_off == s->out_len)
+        s->out_off = s->out_len = 0;
+    set_interest(s);
+}
+
+/* Room for n more output bytes, or NULL (the connection is failed). */
+static uint8_t *out_reserve(struct wisp_msess *s, size_t n)
+{
+    if (s->out_off > 0 && s->out_off == s->out_len)
+        s->out_off = s->out_len = 0;
+    if (s->out_len - s->out_off + n > OUT_MAX) {
+        fail(s, 0, false, "%zu bytes unsent: the broker is not reading", s->out_len - s->out_off);
+        return NULL;
+    }
+    if (s->out_cap - s->out_len < n && s->out_off > 0) {
+        memmove(s->out, s->out + s->out_off, s->out_len - s->out_off);
+        s->out_len -= s->out_off;
+        s->out_off = 0;
+    }
+    if (s->out_cap - s->out_len < n) {
+        size_t cap = s->out_cap ? s->out_cap : 256;
+        while (cap - s->out_len < n)
+            cap *= 2;
+        uint8_t *p = realloc(s->out, cap);
+        if (!p) {
+            fail(s, 0, false, "out of memory");
+            return NULL;
+        }
+        s->out = p;
+        s->out_cap = cap;
+    }
+    return s->out + s->out_len;
+}
+
+/* Appends an encoded packet of n bytes (already written at the reserved
+ * spot) and tries to send it. */
+static void out_commit(struct wisp_msess *s, size_t n, uint64_t now)
+{
+    s->out_len += n;
+    s->last_tx_ns = now;
+    flush_out(s);
+}
+
+static void send_small(struct wisp_msess *s, const uint8_t *pkt, size_t n)
+{
+    uint8_t *p = out_reserve(s, n);
+    if (!p)
+        return;
+    memcpy(p, pkt, n);
+    out_commit(s, n, wisp_mono_ns());
+}
+
+static void free_subs(struct sub *subs, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(subs[i].filter);
+    free(subs);
+}
+
+static void free_reqs(struct wisp_msess *s)
+{
+    while (s->reqs) {
+        struct req *r = s->reqs;
+        s->reqs = r->next;
+        free_subs(r->subs, r->n);
+        free(r);
+    }
+}
+
+/* Closes the socket and forgets everything tied to this connection. */
+static void drop_socket(struct wisp_msess *s)
+{
+    if (s->watch) {
+        wisp_loop_remove(s->loop, s->watch);
+        s->watch = NULL;
+    }
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    s->watch_events = 0;
+    s->in_len = s->in_off = 0;
+    s->out_len = s->out_off = 0;
+    s->rx_backlog = false;
+    s->ping_out = false;
+    s->inflight = 0;
+    if (s->pid_state)
+        memset(s->pid_state, 0, NPIDS);
+    free_reqs(s);
+    s->next_pid = 0; /* identifiers are per connection */
+    if (s->ai) {
+        freeaddrinfo(s->ai);
+        s->ai = s->ai_next = NULL;
+    }
+}
+
+/* Ends the connection or attempt for the recorded reason and schedules the
+ * next attempt after the backoff. */
+static void close_conn(struct wisp_msess *s, uint64_t now)
+{
+    if (!s->fail_pending)
+        return;
+    bool was_up = s->state == ST_UP;
+    if (s->fail_protocol)
+        s->st.protocol_errors++;
+    if (was_up && s->version == 5 && s->fail_reason && s->fd >= 0) {
+        uint8_t pkt[4];
+        size_t n = mqtt_encode_disconnect(pkt, sizeof(pkt), 5, s->fail_reason);
+        /* best effort: one non-blocking write of whatever is queued plus it */
+        uint8_t *p = out_reserve(s, n);
+        if (p) {
+            memcpy(p, pkt, n);
+            s->out_len += n;
+            (void)send(s->fd, s->out + s->out_off, s->out_len - s->out_off,
+                       MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+    }
+    s->fail_pending = false;
+    drop_socket(s);
+    s->state = ST_IDLE;
+    s->st.connected = false;
+    int delay = s->backoff_ms;
+    s->deadline_ns = now + (uint64_t)delay * 1000000u;
+    s->backoff_ms = delay >= s->reconnect_max_ms / 2 ? s->reconnect_max_ms : delay * 2;
+    char why[sizeof(s->fail_why)];
+    memcpy(why, s->fail_why, sizeof(why));
+    if (was_up) {
+        s->st.disconnects++;
+        log_warn("connection to %s:%s lost: %s; reconnecting in %d ms", s->host, s->port, why,
+                 delay);
+        if (s->hooks.on_lost)
+            s->hooks.on_lost(s->hooks.ud, why);
+    } else {
+        log_warn("connecting to %s:%s failed: %s; retrying in %d ms", s->host, s->port, why, delay);
+    }
+}
+
+/* ---- connecting ---- */
+
+static void send_connect(struct wisp_msess *s, uint64_t now)
+{
+    struct mqtt_connect c = {
+        .version = s->version,
+        .client_id = s->client_id,
+        .client_id_len = strlen(s->client_id),
+        .username = s->username,
+        .username_len = s->username ? strlen(s->username) : 0,
+        .password = s->password,
+        .password_len = s->password ? strlen(s->password) : 0,
+        .keepalive_s = (uint16_t)s->keepalive_s,
+        .clean = false, /* the durable session must survive restarts */
+        .session_expiry_s = s->session_expiry_s,
+        .receive_max = s->receive_max,
+        .max_packet = s->max_packet,
+    };
+    size_t n = mqtt_encode_connect(NULL, 0, &c);
+    uint8_t *p = n ? out_reserve(s, n) : NULL;
+    if (!n)
+        fail(s, 0, false, "CONNECT cannot be encoded");
+    if (!p)
+        return;
+    (void)mqtt_encode_connect(p, n, &c);
+    out_commit(s, n, now);
+}
+
+/* TCP is up: send CONNECT and wait for CONNACK. */
+static void tcp_up(struct wisp_msess *s, uint64_t now)
+{
+    if (s->ai) {
+        freeaddrinfo(s->ai);
+        s->ai = s->ai_next = NULL;
+    }
+    s->state = ST_CONNACK;
+    s->last_rx_ns = now;
+    log_debug("TCP connected to %s:%s, sending CONNECT (MQTT %s)", s->host, s->port,
+              s->version == 5 ? "5" : "3.1.1");
+    send_connect(s, now);
+    set_interest(s);
+}
+
+/* Tries the remaining resolved addresses until one connects or is in
+ * progress; records a failure when none is left. */
+static void try_next_addr(struct wisp_msess *s, uint64_t now, int last_err)
+{
+    while (s->ai_next) {
+        struct addrinfo *a = s->ai_next;
+        s->ai_next = a->ai_next;
+        int fd = socket(a->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            last_err = errno;
+            continue;
+        }
+        int one = 1;
+        if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0)
+            log_debug("TCP_NODELAY: %s", strerror(errno));
+        int rc = connect(fd, a->ai_addr, a->ai_addrlen);
+        if (rc != 0 && errno != EINPROGRESS) {
+            last_err = errno;
+            close(fd);
+            continue;
+        }
+        uint32_t ev = rc == 0 ? EPOLLIN : EPOLLOUT;
+        s->watch = wisp_loop_add(s->loop, fd, ev, io_cb, s);
+        if (!s->watch) {
+            last_err = errno;
+            close(fd);
+            continue;
+        }
+        s->fd = fd;
+        s->watch_events = ev;
+        if (rc == 0) {
+            tcp_up(s, now);
+        } else {
+            s->state = ST_CONNECTING;
+        }
+        return;
+    }
+    s->state = ST_CONNECTING; /* so that fail() records it */
+    fail(s, 0, false, "connect: %s", strerror(last_err ? last_err : ECONNREFUSED));
+}
+
+static void start_connect(struct wisp_msess *s, uint64_t now)
+{
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    s->deadline_ns = now + (uint64_t)CONNECT_TIMEOUT_MS * 1000000u;
+    s->state = ST_CONNECTING;
+    int rc = getaddrinfo(s->host, s->port, &hints, &s->ai);
+    if (rc != 0) {
+        s->ai = NULL;
+        fail(s, 0, false, "resolving %s: %s", s->host,
+             rc == EAI_SYSTEM ? strerror(errno) : gai_strerror(rc));
+        return;
+    }
+    s->ai_next = s->ai;
+    try_next_addr(s, now, 0);
+}
+
+/* The non-blocking connect finished (or failed). */
+static void connect_done(struct wisp_msess *s, uint64_t now)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+        err = errno;
+    if (err == 0) {
+        tcp_up(s, now);
+        return;
+    }
+    wisp_loop_remove(s->loop, s->watch);
+    s->watch = NULL;
+    close(s->fd);
+    s->fd = -1;
+    try_next_addr(s, now, err);
+}
+
+/* ---- subscribing ---- */
+
+static uint16_t alloc_pid(struct wisp_msess *s)
+{
+    for (;;) {
+        s->next_pid = (uint16_t)(s->next_pid + 1);
+        if (s->next_pid == 0)
+            continue;
+        bool used = false;
+        for (const struct req *r = s->reqs; r && !used; r = r->next)
+            used = r->pid == s->next_pid;
+        if (!used)
+            return s->next_pid;
+    }
+}
+
+/* Sends one SUBSCRIBE (or UNSUBSCRIBE) for subs[0..n) and remembers it. */
+static void send_sub_packet(struct wisp_msess *s, const struct sub *subs, size_t n, bool unsub)
+{
+    struct mqtt_filter f[64];
+    struct req *r = calloc(1, sizeof(*r));
+    struct sub *copy = calloc(n, sizeof(*copy));
+    if (!r || !copy || n > WISP_ARRAY_LEN(f)) {
+        free(r);
+        free(copy);
+        fail(s, 0, false, "out of memory");
+        return;
+    }
+    r->subs = copy;
+    for (size_t i = 0; i < n; i++) {
+        f[i] = (struct mqtt_filter){subs[i].filter, subs[i].len, (uint8_t)subs[i].qos};
+        copy[i] = subs[i];
+        copy[i].filter = wisp_strndup(subs[i].filter, subs[i].len);
+        r->n = i + 1;
+        if (!copy[i].filter) {
+            free_subs(copy, r->n);
+            free(r);
+            fail(s, 0, false, "out of memory");
+            return;
+        }
+    }
+    r->pid = alloc_pid(s);
+    r->unsub = unsub;
+    size_t len = unsub ? mqtt_encode_unsubscribe(NULL, 0, s->version, r->pid, f, n)
+                       : mqtt_encode_subscribe(NULL, 0, s->version, r->pid, f, n);
+    uint8_t *p = len ? out_reserve(s, len) : NULL;
+    if (!p) {
+        free_subs(copy, n);
+        free(r);
+        return;
+    }
+    if (unsub)
+        (void)mqtt_encode_unsubscribe(p, len, s->version, r->pid, f, n);
+    else
+        (void)mqtt_encode_subscribe(p, len, s->version, r->pid, f, n);
+    r->next = s->reqs;
+    s->reqs = r;
+    log_debug("%s %zu filter(s), first '%s' (pid %u)", unsub ? "UNSUBSCRIBE" : "SUBSCRIBE", n,
+              subs[0].filter, r->pid);
+    out_commit(s, len, wisp_mono_ns());
+}
+
+/* Sends subs[0..n) in as many packets as the size limits need. */
+static void send_subs(struct wisp_msess *s, const struct sub *subs, size_t n, bool unsub)
+{
+    size_t limit = SUB_PACKET_MAX;
+    if (s->server_max_packet < limit)
+        limit = s->server_max_packet;
+    size_t start = 0;
+    while (start < n && !s->fail_pending) {
+        size_t size = MQTT_MAX_FIXED_HEADER + 3;
+        size_t end = start;
+        while (end < n && end - start < 64) {
+            size_t add = mqtt_filter_size(subs[end].len, unsub);
+            if (end > start && size + add > limit)
+                break;
+            size += add;
+            end++;
+        }
+        if (size > limit) { /* one filter alone is too big for this broker */
+            log_error("cannot %s '%s': the packet exceeds the broker's Maximum Packet Size %u",
+                      unsub ? "unsubscribe from" : "subscribe to", subs[start].filter,
+                      s->server_max_packet);
+            start = end;
+            continue;
+        }
+        send_sub_packet(s, subs + start, end - start, unsub);
+        start = end;
+    }
+}
+
+static void handle_suback(struct wisp_msess *s, uint8_t first, const uint8_t *b, size_t n)
+{
+    struct mqtt_ack a;
+    const char *why = NULL;
+    int rc = mqtt_decode_suback(s->version, first, b, n, &a, &why);
+    const char *what = mqtt_type_name(first >> 4);
+    if (rc) {
+        fail(s, (uint8_t)rc, true, "malformed %s: %s", what, why);
+        return;
+    }
+    struct req **pp = &s->reqs;
+    while (*pp && (*pp)->pid != a.pid)
+        pp = &(*pp)->next;
+    struct req *r = *pp;
+    bool unsub = (first >> 4) == MQTT_UNSUBACK;
+    if (!r || r->unsub != unsub) {
+        fail(s, MQTT_RC_PROTOCOL_ERROR, true, "%s for packet identifier %u, which is not pending",
+             what, a.pid);
+        return;
+    }
+    if (a.codes && a.ncodes != r->n) {
+        fail(s, MQTT_RC_PROTOCOL_ERROR, true, "%s has %zu reason codes for %zu filters", what,
+             a.ncodes, r->n);
+        return;
+    }
+    *pp = r->next;
+    for (size_t i = 0; a.codes && i < a.ncodes; i++) {
+        uint8_t c = a.codes[i];
+        const char *f = r->subs[i].filter;
+        if (c >= 0x80) {
+            if (s->version == 5)
+                log_error("broker refused to %s '%s': %s (0x%02X)%s%.*s",
+                          unsub ? "unsubscribe from" : "subscribe to", f, mqtt_reason_name(c), c,
+                          a.props.reason ? ": " : "", (int)a.props.reason_len,
+                          a.props.reason ? (const char *)a.props.reason : "");
+            else
+                log_error("broker refused to subscribe to '%s' (SUBACK return code 0x80)", f);
+        } else if (unsub) {
+            if (c == MQTT_RC_NO_SUBSCRIPTION)
+                log_debug("unsubscribed from '%s': it was not subscribed", f);
+        } else if (c < r->subs[i].qos) {
+            log_warn("broker granted QoS %u instead of %d for '%s'", c, r->subs[i].qos, f);
+        } else {
+            log_debug("subscribed to '%s' at QoS %u", f, c);
+        }
+    }
+    free_subs(r->subs, r->n);
+    free(r);
+}
+
+/* ---- inbound packets ---- */
+
+static void log_props_reason(const char *what, const struct mqtt_props *p)
+{
+    if (p->reason)
+        log_warn("%s reason string: %.*s", what, (int)p->reason_len, (const char *)p->reason);
+    if (p->server_ref)
+        log_warn("%s server reference: %.*s", what, (int)p->server_ref_len,
+                 (const char *)p->server_ref);
+}
+
+static void handle_connack(struct wisp_msess *s, uint8_t first, const uint8_t *b, size_t n,
+                           uint64_t now)
+{
+    struct mqtt_connack c;
+    const char *why = NULL;
+    if (s->state != ST_CONNACK) {
+        fail(s, MQTT_RC_PROTOCOL_ERROR, true, "second CONNACK");
+        return;
+    }
+    int rc = mqtt_decode_connack(s->version, first, b, n, &c, &why);
+    if (rc) {
+        fail(s, 0, true, "malformed CONNACK: %s", why);
+        return;
+    }
+    if (c.code != 0) {
+        log_props_reason("CONNACK", &c.props);
+        if (s->version == 5)
+            fail(s, 0, false, "broker refused the connection: %s (0x%02X)",
+                 mqtt_reason_name(c.code), c.code);
+        else
+            fail(s, 0, false, "broker refused the connection: %s (%u)",
+                 mqtt_connack_v4_name(c.code), c.code);
+        return;
+    }
+    s->state = ST_UP;
+    s->st.connects++;
+    s->st.connected = true;
+    s->backoff_ms = s->reconnect_min_ms;
+    s->ka_s = s->keepalive_s;
+    s->server_max_packet = UINT32_MAX;
+    if (s->version == 5) {
+        const struct mqtt_props *p = &c.props;
+        if (p->has_server_keepalive && p->server_keepalive != s->keepalive_s) {
+            log_info("broker sets keepalive to %u s (asked for %d s)", p->server_keepalive,
+                     s->keepalive_s);
+            s->ka_s = p->server_keepalive;
+        }
+        if (p->has_max_packet)
+            s->server_max_packet = p->max_packet;
+        if (p->has_assigned_id)
+            log_warn("broker assigned client identifier '%.*s' although one was sent",
+                     (int)p->assigned_id_len, (const char *)p->assigned_id);
+        if (p->has_session_expiry && p->session_expiry != s->session_expiry_s)
+            log_warn("broker limits the session expiry to %u s (asked for %u s)", p->session_expiry,
+                     s->session_expiry_s);
+        if (p->has_max_qos)
+            log_info("broker supports QoS up to %u only", p->max_qos);
+    }
+    if (c.session_present)
+        log_info("connected to %s:%s as '%s' (MQTT %s), session resumed", s->host, s->port,
+                 s->client_id, s->version == 5 ? "5" : "3.1.1");
+    else if (s->ever_up)
+        log_warn("connected to %s:%s as '%s' (MQTT %s) but the broker had no session: "
+                 "messages published while disconnected are lost",
+                 s->host, s->port, s->client_id, s->version == 5 ? "5" : "3.1.1");
+    else
+        log_info("connected to %s:%s as '%s' (MQTT %s), new session", s->host, s->port,
+                 s->client_id, s->version == 5 ? "5" : "3.1.1");
+    s->ever_up = true;
+    s->last_rx_ns = now;
+    send_subs(s, s->subs, s->nsubs, false);
+    if (!s->fail_pending && s->hooks.on_connected)
+        s->hooks.on_connected(s->hooks.ud, c.session_present);
+}
+
+static void handle_publish(struct wisp_msess *s, uint8_t first, const uint8_t *b, size_t n)
+{
+    struct mqtt_publish p;
+    const char *why = NULL;
+    int rc = mqtt_decode_publish(s->version, first, b, n, &p, &why);
+    if (rc) {
+        fail(s, (uint8_t)rc, true, "malformed PUBLISH: %s", why);
+        return;
+    }
+    if (p.props.has_topic_alias) {
+        /* We announce Topic Alias Maximum 0 (by leaving it out of CONNECT),
+         * so any alias is a protocol error [MQTT-3.3.2-9]. */
+        fail(s, MQTT_RC_TOPIC_ALIAS_INVALID, true,
+             "PUBLISH uses Topic Alias %u, but Topic Alias Maximum is 0", p.props.topic_alias);
+        return;
+    }
+    if (p.qos > 0) {
+        uint8_t *st = &s->pid_state[p.pid];
+        if (*st != PID_FREE) {
+            bool same = (*st == PID_QOS1_WAIT) == (p.qos == 1);
+            if (!same) {
+                fail(s, MQTT_RC_PROTOCOL_ERROR, true,
+                     "PUBLISH at QoS %u reuses packet identifier %u of an unfinished message",
+                     p.qos, p.pid);
+                return;
+            }
+            /* A resend on the same connection: never delivered twice. */
+            log_debug("PUBLISH pid %u resent before it was acknowledged; ignored", p.pid);
+            if (*st == PID_QOS2_REC) {
+                uint8_t pkt[4];
+                size_t len = mqtt_encode_ack(pkt, sizeof(pkt), MQTT_PUBREC, p.pid);
+                send_small(s, pkt, len);
+            }
+            return;
+        }
+        if (s->version == 5 && s->inflight >= s->receive_max) {
+            fail(s, MQTT_RC_RECEIVE_MAX_EXCEEDED, true,
+                 "broker sent more than Receive Maximum %u unacknowledged messages",
+                 s->receive_max);
+            return;
+        }
+        *st = p.qos == 1 ? PID_QOS1_WAIT : PID_QOS2_WAIT;
+        s->inflight++;
+    }
+    s->st.received++;
+    if (s->hooks.on_message)
+        s->hooks.on_message(s->hooks.ud, p.pid, p.qos, p.dup, p.retain, (const char *)p.topic,
+                            p.topic_len, p.payload, p.payload_len);
+}
+
+static void handle_pubrel(struct wisp_msess *s, uint8_t first, const uint8_t *b, size_t n)
+{
+    struct mqtt_ack a;
+    const char *why = NULL;
+    int rc = mqtt_decode_pubrel(s->version, first, b, n, &a, &why);
+    if (rc) {
+        fail(s, (uint8_t)rc, true, "malformed PUBREL: %s", why);
+        return;
+    }
+    uint8_t *st = &s->pid_state[a.pid];
+    if (*st == PID_QOS1_WAIT || *st == PID_QOS2_WAIT) {
+        fail(s, MQTT_RC_PROTOCOL_ERROR, true, "PUBREL for packet identifier %u before PUBREC",
+             a.pid);
+        return;
+    }
+    if (*st == PID_QOS2_REC) {
+        *st = PID_FREE;
+        s->inflight--;
+    }
+    /* Unknown identifiers are PUBRELs for messages PUBRECed on an earlier
+     * connection: complete them too (reason Success). */
+    uint8_t pkt[4];
+    size_t len = mqtt_encode_ack(pkt, sizeof(pkt), MQTT_PUBCOMP, a.pid);
+    send_small(s, pkt, len);
+}
+
+static void handle_disconnect(struct wisp_msess *s, uint8_t first, const uint8_t *b, size_t n)
+{
+    struct mqtt_disconnect d;
+    const char *why = NULL;
+    int rc = mqtt_decode_disconnect(s->version, first, b, n, &d, &why);
+    if (rc) {
+        fail(s, 0, true, "bad DISCONNECT from the broker: %s", why);
+        return;
+    }
+    log_props_reason("DISCONNECT", &d.props);
+    fail(s, 0, false, "broker sent DISCONNECT: %s (0x%02X)", mqtt_reason_name(d.code), d.code);
+}
+
+static void handle_packet(struct wisp_msess *s, uint8_t first, const uint8_t *b, size_t n,
+                          uint64_t now)
+{
+    int type = first >> 4;
+    const char *why = NULL;
+    s->last_rx_ns = now;
+    s->ping_out = false;
+    if (s->state == ST_CONNACK && type != MQTT_CONNACK) {
+        fail(s, 0, true, "expected CONNACK, got %s", mqtt_type_name(type));
+        return;
+    }
+    switch (type) {
+    case MQTT_CONNACK:
+        handle_connack(s, first, b, n, now);
+        break;
+    case MQTT_PUBLISH:
+        handle_publish(s, first, b, n);
+        break;
+    case MQTT_PUBREL:
+        handle_pubrel(s, first, b, n);
+        break;
+    case MQTT_SUBACK:
+    case MQTT_UNSUBACK:
+        handle_suback(s, first, b, n);
+        break;
+    case MQTT_PINGRESP: {
+        int rc = mqtt_decode_pingresp(first, n, &why);
+        if (rc)
+            fail(s, (uint8_t)rc, true, "malformed PINGRESP: %s", why);
+        break;
+    }
+    case MQTT_DISCONNECT:
+        handle_disconnect(s, first, b, n);
+        break;
+    default:
+        /* PUBACK/PUBREC/PUBCOMP answer publishes we never send; CONNECT,
+         * SUBSCRIBE... come from clients; AUTH needs enhanced auth. */
+        fail(s, MQTT_RC_PROTOCOL_ERROR, true, "unexpected %s packet from the broker",
+             mqtt_type_name(type));
+        break;
+    }
+}
+
+/* Room for n bytes after in_len; false (failed) on OOM. */
+static bool in_reserve(struct wisp_msess *s, size_t n)
+{
+    if (s->in_off > 0) {
+        memmove(s->in, s->in + s->in_off, s->in_len - s->in_off);
+        s->in_len -= s->in_off;
+        s->in_off = 0;
+    }
+    if (s->in_cap - s->in_len >= n)
+        return true;
+    size_t cap = s->in_cap ? s->in_cap : READ_CHUNK;
+    while (cap - s->in_len < n)
+        cap *= 2;
+    uint8_t *p = realloc(s->in, cap);
+    if (!p) {
+        fail(s, 0, false, "out of memory");
+        return false;
+    }
+    s->in = p;
+    s->in_cap = cap;
+    return true;
+}
+
+/* Handles every whole packet in the input buffer, unless paused. */
+static void process_input(struct wisp_msess *s)
+{
+    uint64_t now = wisp_mono_ns();
+    s->rx_backlog = false;
+    while (s->in_off < s->in_len && !s->fail_pending &&
+           (s->state == ST_CONNACK || (s->state == ST_UP && !s->paused))) {
+        uint8_t first;
+        uint32_t rem;
+        size_t hl;
+        size_t avail = s->in_len - s->in_off;
+        int rc = mqtt_decode_header(s->in + s->in_off, avail, &first, &rem, &hl);
+        if (rc < 0) {
+            fail(s, MQTT_RC_MALFORMED, true, "remaining length longer than 4 bytes");
+            return;
+        }
+        if (rc == 0)
+            break;
+        uint64_t total = (uint64_t)hl + rem;
+        if (total > s->max_packet) {
+            fail(s, MQTT_RC_PACKET_TOO_LARGE, true, "%s packet of %llu bytes exceeds max_packet %u",
+                 mqtt_type_name(first >> 4), (unsigned long long)total, s->max_packet);
+            return;
+        }
+        if (avail < total)
+            break;
+        const uint8_t *body = s->in + s->in_off + hl;
+        s->in_off += (size_t)total;
+        handle_packet(s, first, body, rem, now);
+    }
+    if (s->in_off == s->in_len)
+        s->in_off = s->in_len = 0;
+    else if (s->paused && s->state == ST_UP)
+        s->rx_backlog = true; /* processed on resume, from tick */
+}
+
+/* Reads what is there (up to READ_BUDGET) and handles the packets. */
+static void read_input(struct wisp_msess *s)
+{
+    size_t budget = READ_BUDGET;
+    while (!s->fail_pending && (s->state == ST_CONNACK || (s->state == ST_UP && !s->paused))) {
+        /* read at least the rest of a packet whose size is known */
+        size_t want = READ_CHUNK;
+        if (!in_reserve(s, want))
+            return;
+        ssize_t n = recv(s->fd, s->in + s->in_len, s->in_cap - s->in_len, 0);
+        if (n > 0) {
+            s->in_len += (size_t)n;
+            process_input(s);
+            if ((size_t)n >= budget)
+                return; /* level-triggered: the loop calls again */
+            budget -= (size_t)n;
+            continue;
+        }
+        if (n == 0) {
+            if (s->in_len > s->in_off)
+                fail(s, 0, true,
+                     "connection closed by the broker in the middle of a packet "
+                     "(%zu bytes of it received)",
+                     s->in_len - s->in_off);
+            else
+                fail(s, 0, false, "connection closed by the broker");
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            fail(s, 0, false, "read: %s", strerror(errno));
+        return;
+    }
+}
+
+static void io_cb(void *ud, int fd, uint32_t events)
+{
+    struct wisp_msess *s = ud;
+    (void)fd;
+    uint64_t now = wisp_mono_ns();
+    if (s->state == ST_CONNECTING) {
+        connect_done(s, now);
+    } else {
+        if (events & EPOLLOUT)
+            flush_out(s);
+        if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) && (s->state == ST_CONNACK || !s->paused))
+            read_input(s);
+        else if (events & (EPOLLHUP | EPOLLERR)) {
+            int err = 0;
+            socklen_t len = sizeof(err);
+            (void)getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+            fail(s, 0, false, "connection closed (%s)", err ? strerror(err) : "hang-up");
+        }
+    }
+    if (!s->fail_pending)
+        set_interest(s); /* the state may have changed (CONNACK while paused) */
+    close_conn(s, now);
+}
+
+/* ---- configuration ---- */
+
+static int parse_uri(struct wisp_msess *s, const char *uri, char *err, size_t errlen)
+{
+    const char *sep = uri ? strstr(uri, "://") : NULL;
+    if (!sep)
+        return wisp_errf(err, errlen, -EINVAL,
+                         "uri: '%s' has no scheme (expected tcp://host:port or mqtt://host:port)",
+                         uri ? uri : "");
+    size_t slen = (size_t)(sep - uri);
+    if (!((slen == 3 && memcmp(uri, "tcp", 3) == 0) || (slen == 4 && memcmp(uri, "mqtt", 4) == 0)))
+        return wisp_errf(err, errlen, -EINVAL,
+                         "uri: scheme '%.*s' in '%s' is not supported by the durable session "
+                         "(tcp:// or mqtt://; no TLS or WebSockets yet)",
+                         (int)slen, uri, uri);
+    const char *h = sep + 3, *hend, *port = NULL;
+    if (*h == '[') {
+        hend = strchr(h, ']');
+        if (!hend)
+            return wisp_errf(err, errlen, -EINVAL, "uri: '%s' has an unterminated '['", uri);
+        h++;
+        if (hend[1] == ':')
+            port = hend + 2;
+        else if (hend[1] != '\0')
+            return wisp_errf(err, errlen, -EINVAL, "uri: '%s': junk after the host", uri);
+    } else {
+        hend = h + strcspn(h, ":/");
+        if (*hend == ':')
+            port = hend + 1;
+        else if (*hend != '\0')
+            return wisp_errf(err, errlen, -EINVAL, "uri: '%s' must not have a path", uri);
+    }
+    if (hend == h)
+        return wisp_errf(err, errlen, -EINVAL, "uri: '%s' has no host", uri);
+    int64_t pnum = 1883;
+    if (port && wisp_parse_i64(port, 1, 65535, &pnum) != 0)
+        return wisp_errf(err, errlen, -EINVAL, "uri: '%s': port '%s' is not in 1..65535", uri,
+                         port);
+    char pbuf[8];
+    (void)snprintf(pbuf, sizeof(pbuf), "%d", (int)pnum);
+    s->host = wisp_strndup(h, (size_t)(hend - h));
+    s->port = wisp_strndup(pbuf, strlen(pbuf));
+    if (!s->host || !s->port)
+        return wisp_errf(err, errlen, -ENOMEM, "out of memory");
+    return 0;
+}
+
+static int copy_str(char **dst, const char *src, const char *what, char *err, size_t errlen)
+{
+    if (!src)
+        return 0;
+    size_t len = strlen(src);
+    if (len > MQTT_MAX_STRING || !wisp_utf8_valid(src, len))
+        return wisp_errf(err, errlen, -EINVAL, "%s must be UTF-8 of at most 65535 bytes", what);
+    *dst = wisp_strndup(src, len);
+    return *dst ? 0 : wisp_errf(err, errlen, -ENOMEM, "out of memory");
+}
+
+static int load_config(struct wisp_msess *s, const struct wisp_msess_config *c, char *err,
+                       size_t errlen)
+{
+    if (!c->client_id || !*c->client_id)
+        return wisp_errf(err, errlen, -EINVAL, "client_id: required (the session is keyed by it)");
+    if (c->version != 3 && c->version != 4 && c->version != 5)
+        return wisp_errf(err, errlen, -EINVAL, "version %d: use 4 (MQTT 3.1.1) or 5", c->version);
+    s->version = c->version == 5 ? 5 : 4;
+    if (c->keepalive_s < 0 || c->keepalive_s > 65535)
+        return wisp_errf(err, errlen, -EINVAL, "keepalive_s %d is not in 0..65535", c->keepalive_s);
+    s->keepalive_s = c->keepalive_s;
+    s->reconnect_min_ms = c->reconnect_min_ms ? c->reconnect_min_ms : DEFAULT_RECONNECT_MIN_MS;
+    s->reconnect_max_ms = c->reconnect_max_ms ? c->reconnect_max_ms : DEFAULT_RECONNECT_MAX_MS;
+    if (s->reconnect_min_ms < 0 || s->reconnect_max_ms < s->reconnect_min_ms)
+        return wisp_errf(err, errlen, -EINVAL,
+                         "reconnect_min_ms (%d) and reconnect_max_ms (%d) must be positive and "
+                         "min <= max",
+                         c->reconnect_min_ms, c->reconnect_max_ms);
+    s->session_expiry_s = c->session_expiry_s ? c->session_expiry_s : UINT32_MAX;
+    s->receive_max = c->receive_max ? c->receive_max : 65535;
+    s->max_packet = c->max_packet ? c->max_packet : DEFAULT_MAX_PACKET;
+    if (s->max_packet < MIN_MAX_PACKET || s->max_packet > MQTT_MAX_REMAINING + 5u)
+        return wisp_errf(err, errlen, -EINVAL, "max_packet %u is not in %d..268435460",
+                         s->max_packet, MIN_MAX_PACKET);
+    if (s->version == 4 && c->password && !c->username)
+        return wisp_errf(err, errlen, -EINVAL,
+                         "password without username is not allowed in MQTT 3.1.1");
+    int rc = copy_str(&s->client_id, c->client_id, "client_id", err, errlen);
+    if (!rc)
+        rc = copy_str(&s->username, c->username, "username", err, errlen);
+    if (!rc)
+        rc = copy_str(&s->password, c->password, "password", err, errlen);
+    if (!rc)
+        rc = parse_uri(s, c->uri, err, errlen);
+    return rc;
+}
+
+/* ---- public API ---- */
+
+int wisp_msess_create(struct wisp_loop *loop, const struct wisp_msess_config *cfg,
+                      const struct wisp_msess_hooks *hooks, struct wisp_msess **out, char *err,
+                      size_t errlen)
+{
+    *out = NULL;
+    if (!loop || !cfg)
+        return wisp_errf(err, errlen, -EINVAL, "msess: loop and config are required");
+    struct wisp_msess *s = calloc(1, sizeof(*s));
+    if (!s)
+        return wisp_errf(err, errlen, -ENOMEM, "out of memory");
+    s->fd = -1;
+    s->loop = loop;
+    if (hooks)
+        s->hooks = *hooks;
+    s->pid_state = calloc(NPIDS, 1);
+    int rc = s->pid_state ? load_config(s, cfg, err, errlen)
+                          : wisp_errf(err, errlen, -ENOMEM, "out of memory");
+    if (rc) {
+        wisp_msess_destroy(s);
+        return rc;
+    }
+    s->backoff_ms = s->reconnect_min_ms;
+    s->server_max_packet = UINT32_MAX;
+    uint64_t now = wisp_mono_ns();
+    start_connect(s, now);
+    close_conn(s, now); /* no hooks: nothing was up */
+    *out = s;
+    return 0;
+}
+
+void wisp_msess_destroy(struct wisp_msess *s)
+{
+    if (!s)
+        return;
+    if (s->state == ST_UP && s->fd >= 0) {
+        uint8_t pkt[4];
+        size_t n = mqtt_encode_disconnect(pkt, sizeof(pkt), s->version, 0);
+        uint8_t *p = out_reserve(s, n);
+        if (p) {
+            memcpy(p, pkt, n);
+            s->out_len += n;
+            (void)send(s->fd, s->out + s->out_off, s->out_len - s->out_off,
+                       MSG_NOSIGNAL | MSG_DONTWAIT);
+        }
+        log_info("disconnected from %s:%s (the broker keeps session '%s')", s->host, s->port,
+                 s->client_id);
+    }
+    drop_socket(s);
+    free_subs(s->subs, s->nsubs);
+    free(s->in);
+    free(s->out);
+    free(s->pid_state);
+    free(s->host);
+    free(s->port);
+    free(s->client_id);
+    free(s->username);
+    if (s->password)
+        explicit_bzero(s->password, strlen(s->password));
+    free(s->password);
+    free(s);
+}
+
+static struct sub *find_sub(struct sub *subs, size_t n, const char *filter, size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (subs[i].len == len && memcmp(subs[i].filter, filter, len) == 0)
+            return &subs[i];
+    return NULL;
+}
+
+int wisp_msess_set_subscriptions(struct wisp_msess *s, const struct wisp_msess_sub *subs, size_t n)
+{
+    if (!s || (n && !subs))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        const char *why = NULL;
+        if (!subs[i].filter ||
+            !wisp_topic_filter_valid(subs[i].filter, strlen(subs[i].filter), &why)) {
+            log_error("subscription filter '%s' %s", subs[i].filter ? subs[i].filter : "(null)",
+                      why ? why : "is missing");
+            return -EINVAL;
+        }
+        if (subs[i].qos < 0 || subs[i].qos > 2) {
+            log_error("subscription '%s': QoS %d is not 0, 1 or 2", subs[i].filter, subs[i].qos);
+            return -EINVAL;
+        }
+    }
+    struct sub *set = calloc(n ? n : 1, sizeof(*set));
+    size_t m = 0;
+    if (!set)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(subs[i].filter);
+        struct sub *dup = find_sub(set, m, subs[i].filter, len);
+        if (dup) { /* the same filter twice: the higher QoS */
+            if (subs[i].qos > dup->qos)
+                dup->qos = subs[i].qos;
+            continue;
+        }
+        set[m].filter = wisp_strndup(subs[i].filter, len);
+        if (!set[m].filter) {
+            free_subs(set, m);
+            return -ENOMEM;
+        }
+        set[m].len = len;
+        set[m].qos = subs[i].qos;
+        m++;
+    }
+    if (s->state == ST_UP) {
+        struct sub *added = calloc(m ? m : 1, sizeof(*added));
+        struct sub *removed = calloc(s->nsubs ? s->nsubs : 1, sizeof(*removed));
+        size_t na = 0, nr = 0;
+        if (!added || !removed) {
+            free(added);
+            free(removed);
+            free_subs(set, m);
+            return -ENOMEM;
+        }
+        for (size_t i = 0; i < m; i++) {
+            const struct sub *old = find_sub(s->subs, s->nsubs, set[i].filter, set[i].len);
+            if (!old || old->qos != set[i].qos)
+                added[na++] = set[i];
+        }
+        for (size_t i = 0; i < s->nsubs; i++)
+            if (!find_sub(set, m, s->subs[i].filter, s->subs[i].len))
+                removed[nr++] = s->subs[i];
+        send_subs(s, removed, nr, true);
+        send_subs(s, added, na, false);
+        free(added);
+        free(removed);
+    }
+    free_subs(s->subs, s->nsubs);
+    s->subs = set;
+    s->nsubs = m;
+    return 0;
+}
+
+int wisp_msess_ack(struct wisp_msess *s, uint16_t pid, int qos)
+{
+    if (!s || pid == 0 || qos < 1 || qos > 2)
+        return -EINVAL;
+    if (s->state != ST_UP || s->fail_pending)
+        return -ENOTCONN;
+    uint8_t *st = &s->pid_state[pid];
+    if (*st != (qos == 1 ? PID_QOS1_WAIT : PID_QOS2_WAIT)) {
+        if (*st == PID_QOS1_WAIT || *st == PID_QOS2_WAIT)
+            return -EINVAL; /* pending, but at the other QoS */
+        return -ENOTCONN;   /* not from this connection (or already acked) */
+    }
+    uint8_t pkt[4];
+    size_t n;
+    if (qos == 1) {
+        n = mqtt_encode_ack(pkt, sizeof(pkt), MQTT_PUBACK, pid);
+        *st = PID_FREE;
+        s->inflight--;
+    } else {
+        n = mqtt_encode_ack(pkt, sizeof(pkt), MQTT_PUBREC, pid);
+        *st = PID_QOS2_REC;
+    }
+    s->st.acked++;
+    send_small(s, pkt, n);
+    return 0;
+}
+
+void wisp_msess_pause(struct wisp_msess *s, bool paused)
+{
+    if (!s || s->paused == paused)
+        return;
+    s->paused = paused;
+    log_debug("%s reading", paused ? "pausing" : "resuming");
+    if (!paused) {
+        /* We did not read while paused: the keepalive clock starts now. */
+        s->last_rx_ns = wisp_mono_ns();
+        if (s->in_off < s->in_len && s->state == ST_UP)
+            s->rx_backlog = true;
+    }
+    set_interest(s);
+}
+
+int wisp_msess_next_timeout_ms(const struct wisp_msess *s, uint64_t now_ns)
+{
+    if (!s)
+        return -1;
+    if (s->fail_pending || (s->rx_backlog && !s->paused))
+        return 0;
+    uint64_t due = UINT64_MAX;
+    if (s->state != ST_UP) {
+        due = s->deadline_ns;
+    } else if (s->ka_s > 0) {
+        uint64_t k = (uint64_t)s->ka_s * 1000000000u;
+        due = s->last_tx_ns + k;
+        if (!s->paused) {
+            if (!s->ping_out && s->last_rx_ns + k < due)
+                due = s->last_rx_ns + k;
+            if (s->last_rx_ns + k + k / 2 < due)
+                due = s->last_rx_ns + k + k / 2;
+        }
+    }
+    if (due == UINT64_MAX)
+        return -1;
+    if (due <= now_ns)
+        return 0;
+    uint64_t ms = (due - now_ns + 999999u) / 1000000u;
+    return ms > INT32_MAX ? INT32_MAX : (int)ms;
+}
+
+void wisp_msess_tick(struct wisp_msess *s, uint64_t now_ns)
+{
+    if (!s)
+        return;
+    if (s->rx_backlog && !s->paused && !s->fail_pending)
+        process_input(s);
+    if (s->fail_pending) {
+        /* handled below */
+    } else if (s->state == ST_IDLE) {
+        if (now_ns >= s->deadline_ns)
+            start_connect(s, now_ns);
+    } else if (s->state != ST_UP) {
+        if (now_ns >= s->deadline_ns)
+            fail(s, 0, false, "%s timed out after %d ms",
+                 s->state == ST_CONNECTING ? "TCP connect" : "waiting for CONNACK",
+                 CONNECT_TIMEOUT_MS);
+    } else if (s->ka_s > 0) {
+        uint64_t k = (uint64_t)s->ka_s * 1000000000u;
+        if (!s->paused && now_ns >= s->last_rx_ns + k + k / 2) {
+            fail(s, 0, false, "no packet from the broker for %.1f s (keepalive %d s)",
+                 (double)(now_ns - s->last_rx_ns) / 1e9, s->ka_s);
+        } else if (now_ns >= s->last_tx_ns + k ||
+                   (!s->paused && !s->ping_out && now_ns >= s->last_rx_ns + k)) {
+            uint8_t pkt[2];
+            size_t n = mqtt_encode_pingreq(pkt, sizeof(pkt));
+            uint8_t *p = out_reserve(s, n);
+            if (p) {
+                memcpy(p, pkt, n);
+                s->ping_out = true;
+                s->st.pings++;
+                out_commit(s, n, now_ns);
+            }
+        }
+    }
+    if (!s->fail_pending)
+        set_interest(s);
+    close_conn(s, now_ns);
+}
+
+void wisp_msess_get_stats(const struct wisp_msess *s, struct wisp_msess_stats *out)
+{
+    if (!s) {
+        memset(out, 0, sizeof(*out));
+        return;
+    }
+    *out = s->st;
+}

@@ -1,0 +1,98 @@
+/*
+ * The durable MQTT session: Wisp's own small MQTT client for durable
+ * triggers, run on the supervisor's loop thread (non-blocking socket
+ * watched by the loop, timers through next_timeout/tick).
+ *
+ * Why not Paho: Paho 1.3.12 sends PUBACK (and PUBREC/PUBCOMP) before the
+ * application sees a message, so a crash between the two loses a message
+ * the broker counts as delivered. Here a QoS 1/2 PUBLISH is acknowledged
+ * only when the application calls wisp_msess_ack, after the event is
+ * committed to the inbox. Everything else (non-durable triggers, all
+ * publishing) stays on Paho.
+ *
+ * Protocol: MQTT 3.1.1 and 5 over TCP; CONNECT with clean session off
+ * (v5: Clean Start 0 + Session Expiry Interval), keepalive PINGREQ,
+ * SUBSCRIBE on every connect, inbound PUBLISH at QoS 0/1/2 (QoS 2: PUBREC
+ * at ack, PUBCOMP on PUBREL), reconnect with doubling backoff. Malformed
+ * packets or protocol violations from the broker drop the connection with
+ * a logged reason, never a crash.
+ */
+#ifndef WISP_MSESS_H
+#define WISP_MSESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct wisp_loop;
+struct wisp_msess;
+
+struct wisp_msess_config {
+    const char *uri;           /* tcp://host:port or mqtt://host:port (default port 1883) */
+    const char *client_id;     /* required; the session is keyed by it */
+    int version;               /* 4 (3.1.1) or 5 */
+    int keepalive_s;           /* 0 = none */
+    const char *username;      /* may be NULL */
+    const char *password;      /* may be NULL */
+    uint32_t session_expiry_s; /* v5 only; 0 = 0xFFFFFFFF (never) */
+    uint16_t receive_max;      /* v5 Receive Maximum we announce; 0 = 65535 */
+    uint32_t max_packet;       /* largest packet accepted (v5: announced); 0 = 1 MiB + 64 KiB */
+    int reconnect_min_ms;      /* 0 = 250 */
+    int reconnect_max_ms;      /* 0 = 30000 */
+};
+
+struct wisp_msess_sub {
+    const char *filter;
+    int qos;
+};
+
+struct wisp_msess_hooks {
+    /* One PUBLISH. topic and payload are borrowed for the call. For qos > 0
+     * nothing is acknowledged until wisp_msess_ack(pid). dup is the
+     * packet's DUP flag (a redelivery). */
+    void (*on_message)(void *ud, uint16_t pid, int qos, bool dup, bool retain, const char *topic,
+                       size_t topic_len, const void *payload, size_t len);
+    /* After CONNACK accepted (and SUBSCRIBE sent). May be NULL. */
+    void (*on_connected)(void *ud, bool session_present);
+    /* The connection ended (reason for the log). Unacknowledged messages
+     * will be redelivered by the broker; pending acks are forgotten. May be
+     * NULL. */
+    void (*on_lost)(void *ud, const char *why);
+    void *ud;
+};
+
+struct wisp_msess_stats {
+    uint64_t connects, disconnects, received, acked, pings, protocol_errors;
+    bool connected;
+};
+
+/* Copies cfg. Starts connecting at once (or from the first tick).
+ * Returns 0 or a negative errno with err filled ("uri: ..."). */
+int wisp_msess_create(struct wisp_loop *loop, const struct wisp_msess_config *cfg,
+                      const struct wisp_msess_hooks *hooks, struct wisp_msess **out, char *err,
+                      size_t errlen);
+/* Sends DISCONNECT when connected (the broker keeps the session), closes,
+ * frees. NULL ok. */
+void wisp_msess_destroy(struct wisp_msess *s);
+
+/* Sets the subscriptions (copied; replaces the previous set): new filters
+ * are subscribed now when connected, dropped ones unsubscribed; the whole
+ * set is subscribed again on every connect. */
+int wisp_msess_set_subscriptions(struct wisp_msess *s, const struct wisp_msess_sub *subs, size_t n);
+
+/* Acknowledges a QoS 1 (PUBACK) or QoS 2 (PUBREC) message once it is
+ * safe. Ignored (returns -ENOTCONN) when the connection it came on is
+ * gone: the broker will redeliver it. */
+int wisp_msess_ack(struct wisp_msess *s, uint16_t pid, int qos);
+
+/* Stops reading new PUBLISH packets (backpressure) or resumes. */
+void wisp_msess_pause(struct wisp_msess *s, bool paused);
+
+/* Milliseconds until wisp_msess_tick has work (connect retry, keepalive),
+ * or -1. */
+int wisp_msess_next_timeout_ms(const struct wisp_msess *s, uint64_t now_ns);
+void wisp_msess_tick(struct wisp_msess *s, uint64_t now_ns);
+
+void wisp_msess_get_stats(const struct wisp_msess *s, struct wisp_msess_stats *out);
+
+#endif
