@@ -14,6 +14,7 @@
 #include "pool.h"
 #include "registry.h"
 #include "util.h"
+#include "wisp_cli.h"
 
 static void usage(FILE *out)
 {
@@ -25,6 +26,12 @@ static void usage(FILE *out)
                        "        exits 1 when the handler fails\n"
                        "  validate DIR...\n"
                        "        check function folders (or folders of them) without running them\n"
+                       "  state FUNCTION [get KEY | keys [PREFIX]] [--data DIR]\n"
+                       "        show a function's stored state on this gateway\n"
+                       "  dlq list|replay|purge ... [--data DIR]\n"
+                       "        dead letters: show them, put them back in the inbox, delete them\n"
+                       "  backup DEST_DIR [--data DIR]\n"
+                       "        compacting copy of the store, safe while wispd runs\n"
                        "  version\n"
                        "\n"
                        "Run `wisp <command> --help` for a command's options.\n");
@@ -281,6 +288,12 @@ int main(int argc, char **argv)
         return cmd_run(argc - 2, argv + 2);
     if (strcmp(cmd, "validate") == 0)
         return cmd_validate(argc - 2, argv + 2);
+    if (strcmp(cmd, "state") == 0)
+        return wisp_cmd_state(argc - 2, argv + 2);
+    if (strcmp(cmd, "dlq") == 0)
+        return wisp_cmd_dlq(argc - 2, argv + 2);
+    if (strcmp(cmd, "backup") == 0)
+        return wisp_cmd_backup(argc - 2, argv + 2);
     (void)fprintf(stderr, "wisp: unknown command \"%s\"\n\n", cmd);
     usage(stderr);
     return 2;

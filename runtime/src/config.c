@@ -65,6 +65,26 @@ static const struct opt opts[] = {
      "largest accepted payload; larger messages are logged and dropped"},
     {"shutdown_timeout_ms", "shutdown-timeout-ms", OPT_INT, OFF(shutdown_timeout_ms), "10000", 0,
      600000, "on SIGTERM, how long in-flight and queued events may take to finish"},
+    {"store.durability", "durability", OPT_STR, OFF(durability), "sync", 0, 0,
+     "sync: every commit is on disk before anything is acknowledged or sent; batch: the same, "
+     "committed every store.batch_ms or store.batch_events; none: no fsync (a power cut can "
+     "lose or corrupt recent commits; a crash of wispd alone loses nothing)"},
+    {"store.batch_ms", NULL, OPT_INT, OFF(batch_ms), "10", 1, 10000,
+     "batch durability: longest wait before a commit"},
+    {"store.batch_events", NULL, OPT_INT, OFF(batch_events), "256", 1, 1000000,
+     "batch durability: commit once this many changes wait"},
+    {"store.map_max_mb", NULL, OPT_INT, OFF(map_max_mb), sizeof(void *) == 4 ? "512" : "1024", 1,
+     sizeof(void *) == 4 ? 1400 : 1048576,
+     "largest the store may grow to; it starts small and doubles when full"},
+    {"store.outbox_max_mb", NULL, OPT_INT, OFF(outbox_max_mb), "64", 1, 1048576,
+     "bytes of unsent messages kept (for a broker that is away)"},
+    {"store.outbox_full", NULL, OPT_STR, OFF(outbox_full), "refuse", 0, 0,
+     "when the outbox is full: refuse (events wait, intake pauses) or drop_oldest (counted)"},
+    {"state.max_kb", NULL, OPT_INT, OFF(state_max_kb), "16384", 1, 1048576,
+     "state one function may hold (keys and values)"},
+    {"store.inbox_max", NULL, OPT_INT, OFF(inbox_max), "10000", 1, 10000000,
+     "durable events in memory before the durable session stops reading (the broker holds "
+     "the rest)"},
 };
 
 static const struct opt *find_key(const char *key)
@@ -248,6 +268,15 @@ int wisp_config_finish(struct wisp_config *c, char *err, size_t errlen)
         return -ENOMEM;
     if (!c->functions)
         return wisp_errf(err, errlen, -EINVAL, "functions: required (--functions DIR)");
+    if (strcmp(c->durability, "sync") != 0 && strcmp(c->durability, "batch") != 0 &&
+        strcmp(c->durability, "none") != 0)
+        return wisp_errf(err, errlen, -EINVAL,
+                         "store.durability: must be sync, batch or none, got \"%s\"",
+                         c->durability);
+    if (strcmp(c->outbox_full, "refuse") != 0 && strcmp(c->outbox_full, "drop_oldest") != 0)
+        return wisp_errf(err, errlen, -EINVAL,
+                         "store.outbox_full: must be refuse or drop_oldest, got \"%s\"",
+                         c->outbox_full);
     return 0;
 }
 

@@ -37,6 +37,15 @@ struct wisp_config {
     /* events */
     int max_payload_kb;
     int shutdown_timeout_ms;
+    /* store */
+    char *durability; /* sync, batch or none */
+    int batch_ms;
+    int batch_events;
+    int map_max_mb;
+    int outbox_max_mb;
+    char *outbox_full; /* refuse or drop_oldest */
+    int state_max_kb;  /* per function */
+    int inbox_max;     /* durable events waiting before intake pauses */
 };
 
 /* Fills every field with its default. */

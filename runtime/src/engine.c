@@ -62,6 +62,8 @@ void wisp_result_fini(struct wisp_result *r)
     }
     free(r->pubs);
     free(r->error);
+    free(r->reads);
+    free(r->writes);
     wisp_result_init(r);
 }
 

@@ -13,7 +13,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "effects.h"
 #include "fnspec.h"
+
+struct wisp_state;
 
 /* An event as the handler sees it, CloudEvents 1.0 attribute names. All
  * pointers are borrowed for the duration of one invoke. */
@@ -27,6 +30,11 @@ struct wisp_event {
     size_t payload_len;
     int qos;    /* of the triggering message, -1 when not MQTT */
     int retain; /* 1 when the triggering message was a retained one */
+    /* ctx.state for this invocation; NULL when there is no store. Using it
+     * may move the frame the strings above point into: the executor then
+     * re-points them (see executor.c), so engines read this struct, not
+     * copies of its pointers taken before a state call. */
+    struct wisp_state *state;
 };
 
 enum wisp_outcome {
@@ -62,6 +70,15 @@ struct wisp_result {
     size_t n_pubs;
     size_t cap_pubs;
     size_t pub_bytes; /* sum of topic + payload lengths */
+    /* Executor side: the invocation's state reads and writes, encoded
+     * into the RESULT frame when the outcome is ok (may be NULL). */
+    const struct wisp_state *state;
+    /* Supervisor side, set by wisp_ipc_decode_result: the state effects
+     * (arrays malloc'd, keys and values borrowed from the frame). */
+    struct wisp_state_read *reads;
+    size_t n_reads;
+    struct wisp_state_write *writes;
+    size_t n_writes;
     /* Set by wisp_ipc_decode_result: topics and payloads point into the
      * frame they were decoded from, which must outlive the result. */
     bool borrowed;

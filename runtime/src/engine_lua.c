@@ -30,6 +30,7 @@
 #include <lauxlib.h>
 #include <lua-cjson.h>
 
+#include "engine_lua_internal.h"
 #include "log.h"
 #include "sandbox_lua.h"
 #include "util.h"
@@ -337,7 +338,32 @@ static void build_ctx(lua_State *L, const struct wisp_fnspec *spec)
     set_str(L, "name", spec->name ? spec->name : "");
     set_str(L, "version", spec->version ? spec->version : "");
     lua_setfield(L, -2, "fn");
+    wisp_lua_push_state_api(L);
+    lua_setfield(L, -2, "state");
     lua_rawsetp(L, LUA_REGISTRYINDEX, &ctx_key);
+}
+
+/* ---- for engine_lua_state.c --------------------------------------------- */
+
+struct wisp_state *wisp_lua_current_state(lua_State *L)
+{
+    const struct lua_inst *in = inst_of(L);
+    return in->res && in->ev ? in->ev->state : NULL;
+}
+
+void wisp_lua_push_encode(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &encode_key);
+}
+
+void wisp_lua_push_decode(lua_State *L)
+{
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &decode_key);
+}
+
+bool wisp_lua_oom(lua_State *L)
+{
+    return inst_of(L)->oom;
 }
 
 /* ---- create ------------------------------------------------------------- */

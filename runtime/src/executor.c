@@ -18,6 +18,7 @@
 #include "engine.h"
 #include "ipc.h"
 #include "log.h"
+#include "state.h"
 #include "util.h"
 
 #if defined(__x86_64__)
@@ -187,27 +188,141 @@ static void *load_instance(struct wisp_frame_reader *in, struct wisp_buf *b,
     return inst;
 }
 
-void wisp_executor_main(int fd)
-{
+/* INVOKE frames that arrived while the running handler waited for a state
+ * reply, kept (copied) in arrival order. */
+struct stashed {
+    struct stashed *next;
+    size_t len;
+    char body[];
+};
+
+struct exec_io {
     struct wisp_frame_reader in;
-    struct wisp_buf out;
-    struct wisp_fnspec *spec = NULL;
-    const struct wisp_engine_ops *eng = NULL;
-    reset_signals();
-    if (wisp_executor_confine() != 0)
-        log_warn("executor confinement unavailable: %s", strerror(errno));
-    wisp_frame_reader_init(&in, fd);
-    wisp_buf_init(&out);
-    void *inst = load_instance(&in, &out, &eng, &spec);
+    struct stashed *stash_head, *stash_tail;
+    /* The running event and where its frame body lives. A frame still in
+     * the reader's buffer moves when the reader reads on (a state call), so
+     * the first call copies it and re-points the event (pinning it). */
+    struct wisp_event *ev;
+    const char *body;
+    size_t body_len;
+    char *own; /* the copy, or the stashed frame being run */
+};
+
+static int stash(struct exec_io *x, const struct wisp_rd *rd)
+{
+    struct stashed *s = malloc(sizeof(*s) + rd->left);
+    if (!s)
+        return -ENOMEM;
+    s->next = NULL;
+    s->len = rd->left;
+    memcpy(s->body, rd->p, rd->left);
+    if (x->stash_tail)
+        x->stash_tail->next = s;
+    else
+        x->stash_head = s;
+    x->stash_tail = s;
+    return 0;
+}
+
+static int pin_event(struct exec_io *x)
+{
+    if (x->own)
+        return 0;
+    x->own = malloc(x->body_len ? x->body_len : 1);
+    if (!x->own)
+        return -ENOMEM;
+    memcpy(x->own, x->body, x->body_len);
+    struct wisp_rd rd = {.p = x->own, .left = x->body_len};
+    struct wisp_state *st = x->ev->state;
+    uint64_t seq;
+    int rc = wisp_ipc_decode_invoke(&rd, &seq, x->ev);
+    x->ev->state = st;
+    return rc;
+}
+
+/* The state RPC (state.h): the request goes out, frames are read until the
+ * reply; INVOKE frames pipelined in front of it are stashed. */
+static int state_rpc(void *ud, struct wisp_buf *req, struct wisp_buf *reply)
+{
+    struct exec_io *x = ud;
+    if (pin_event(x) != 0)
+        return -ENOMEM;
+    int rc = wisp_ipc_write_all(x->in.fd, req->data, req->len);
+    if (rc != 0)
+        _exit(0); /* the supervisor went away */
     for (;;) {
         enum wisp_ipc_type type;
         struct wisp_rd rd;
-        if (wisp_frame_reader_next(&in, &type, &rd) != 0 || type != WISP_IPC_INVOKE)
+        rc = wisp_frame_reader_next(&x->in, &type, &rd);
+        if (rc == -EPIPE)
+            _exit(0);
+        if (rc != 0)
+            return rc;
+        if (type == WISP_IPC_INVOKE) {
+            if ((rc = stash(x, &rd)) != 0)
+                return rc;
+            continue;
+        }
+        if (type != WISP_IPC_STATE_REPLY)
+            return -EPROTO;
+        wisp_buf_reset(reply);
+        wisp_buf_put(reply, rd.p, rd.left);
+        return reply->oom ? -ENOMEM : 0;
+    }
+}
+
+/* The next INVOKE frame's body: a stashed one first, else from the socket.
+ * 0, or non-zero when the executor should end. */
+static int next_invoke(struct exec_io *x, struct wisp_rd *rd)
+{
+    free(x->own);
+    x->own = NULL;
+    if (x->stash_head) {
+        struct stashed *s = x->stash_head;
+        x->stash_head = s->next;
+        if (!x->stash_head)
+            x->stash_tail = NULL;
+        /* The stashed block is owned: the event needs no pinning. */
+        memmove(s, s->body, s->len);
+        x->own = (char *)s;
+        rd->p = x->own;
+        rd->left = s->len;
+        rd->bad = false;
+        return 0;
+    }
+    enum wisp_ipc_type type;
+    if (wisp_frame_reader_next(&x->in, &type, rd) != 0 || type != WISP_IPC_INVOKE)
+        return -1;
+    return 0;
+}
+
+void wisp_executor_main(int fd)
+{
+    struct exec_io x = {0};
+    struct wisp_buf out;
+    struct wisp_fnspec *spec = NULL;
+    const struct wisp_engine_ops *eng = NULL;
+    struct wisp_state st;
+    reset_signals();
+    if (wisp_executor_confine() != 0)
+        log_warn("executor confinement unavailable: %s", strerror(errno));
+    wisp_frame_reader_init(&x.in, fd);
+    wisp_buf_init(&out);
+    wisp_state_init(&st, state_rpc, &x);
+    void *inst = load_instance(&x.in, &out, &eng, &spec);
+    for (;;) {
+        struct wisp_rd rd;
+        if (next_invoke(&x, &rd) != 0)
             break;
         struct wisp_event ev;
         uint64_t seq;
+        x.body = rd.p;
+        x.body_len = rd.left;
         if (wisp_ipc_decode_invoke(&rd, &seq, &ev) != 0)
             break;
+        wisp_state_reset(&st);
+        ev.state = &st;
+        x.ev = &ev;
         struct wisp_result res;
         wisp_result_init(&res);
         bool recycled = false;
@@ -221,8 +336,10 @@ void wisp_executor_main(int fd)
             if (eng->create(spec, &inst, err, sizeof(err)) != 0)
                 log_error("re-creating %s failed: %s", spec->name, err);
         }
+        res.state = &st;
         wisp_ipc_encode_result(&out, seq, &res, recycled);
         wisp_result_fini(&res);
+        x.ev = NULL;
         send_frame(fd, &out);
         if (!inst)
             break;
@@ -230,7 +347,13 @@ void wisp_executor_main(int fd)
     if (inst)
         eng->destroy(inst);
     wisp_fnspec_destroy(spec);
-    wisp_frame_reader_fini(&in);
+    wisp_state_fini(&st);
+    free(x.own);
+    for (struct stashed *s = x.stash_head, *nx; s; s = nx) {
+        nx = s->next;
+        free(s);
+    }
+    wisp_frame_reader_fini(&x.in);
     wisp_buf_fini(&out);
     _exit(0);
 }

@@ -10,6 +10,7 @@
 #ifndef WISP_FNSPEC_H
 #define WISP_FNSPEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -27,8 +28,9 @@ struct wisp_trigger_kind;
 struct wisp_trigger {
     const struct wisp_trigger_kind *kind;
     /* mqtt */
-    char *topic; /* subscription filter */
-    int qos;     /* 0, 1 or 2; default 1 */
+    char *topic;  /* subscription filter */
+    int qos;      /* 0, 1 or 2; default 1 */
+    bool durable; /* events go through the inbox; default: qos > 0 */
 };
 
 struct wisp_trigger_kind {

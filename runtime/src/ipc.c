@@ -6,6 +6,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "state.h"
+
 #include "util.h"
 
 void wisp_buf_init(struct wisp_buf *b)
@@ -457,7 +459,47 @@ void wisp_ipc_encode_result(struct wisp_buf *b, uint64_t seq, const struct wisp_
         wisp_buf_put_u32(b, (uint32_t)res->pubs[i].qos);
         wisp_buf_put_u32(b, (uint32_t)res->pubs[i].retain);
     }
+    if (res->state && res->outcome == WISP_OUTCOME_OK) {
+        wisp_state_encode(res->state, b);
+    } else {
+        wisp_buf_put_u32(b, 0); /* reads */
+        wisp_buf_put_u32(b, 0); /* writes */
+    }
     wisp_ipc_frame_end(b);
+}
+
+/* The state section of a RESULT: reads (key, version) and writes (key,
+ * present, value), views into the frame. */
+static void decode_state(struct wisp_rd *r, struct wisp_result *res)
+{
+    uint32_t nr = wisp_rd_u32(r);
+    if (nr > WISP_STATE_MAX_KEYS)
+        r->bad = true;
+    if (!r->bad && nr) {
+        res->reads = calloc(nr, sizeof(*res->reads));
+        r->bad = !res->reads;
+    }
+    for (uint32_t i = 0; i < nr && !r->bad; i++) {
+        struct wisp_state_read *rd = &res->reads[res->n_reads++];
+        rd->key = wisp_rd_bytes(r, &rd->klen);
+        rd->version = wisp_rd_u64(r);
+    }
+    uint32_t nw = wisp_rd_u32(r);
+    if (nw > WISP_STATE_MAX_KEYS)
+        r->bad = true;
+    if (!r->bad && nw) {
+        res->writes = calloc(nw, sizeof(*res->writes));
+        r->bad = !res->writes;
+    }
+    for (uint32_t i = 0; i < nw && !r->bad; i++) {
+        struct wisp_state_write *w = &res->writes[res->n_writes++];
+        w->key = wisp_rd_bytes(r, &w->klen);
+        bool present = wisp_rd_u32(r) != 0;
+        const char *v = wisp_rd_bytes(r, &w->vlen);
+        w->val = present ? v : NULL;
+        if (w->klen == 0 || w->klen > WISP_STATE_MAX_KEY || w->vlen > WISP_STATE_MAX_VALUE)
+            r->bad = true;
+    }
 }
 
 int wisp_ipc_decode_result(struct wisp_rd *r, uint64_t *seq, struct wisp_result *res,
@@ -501,6 +543,8 @@ int wisp_ipc_decode_result(struct wisp_rd *r, uint64_t *seq, struct wisp_result 
         m->retain = (int)retain;
         res->pub_bytes += tl + pl;
     }
+    if (!r->bad)
+        decode_state(r, res);
     if (r->bad) {
         wisp_result_fini(res);
         return -EPROTO;

@@ -16,10 +16,12 @@
 #include "fnspec.h"
 
 enum wisp_ipc_type {
-    WISP_IPC_LOAD = 1,   /* supervisor -> executor: the function to host */
-    WISP_IPC_LOADED = 2, /* executor -> supervisor: instance ready, or why not */
-    WISP_IPC_INVOKE = 3, /* supervisor -> executor: one event */
-    WISP_IPC_RESULT = 4, /* executor -> supervisor: outcome and buffered effects */
+    WISP_IPC_LOAD = 1,        /* supervisor -> executor: the function to host */
+    WISP_IPC_LOADED = 2,      /* executor -> supervisor: instance ready, or why not */
+    WISP_IPC_INVOKE = 3,      /* supervisor -> executor: one event */
+    WISP_IPC_RESULT = 4,      /* executor -> supervisor: outcome and buffered effects */
+    WISP_IPC_STATE_REQ = 5,   /* executor -> supervisor: a ctx.state read (state.h) */
+    WISP_IPC_STATE_REPLY = 6, /* supervisor -> executor: its answer */
 };
 
 /* Upper bound on one frame; payloads are capped well below this. */

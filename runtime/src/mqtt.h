@@ -57,6 +57,7 @@ enum wisp_mqtt_event_kind {
     WISP_MQTT_MESSAGE = 0,
     WISP_MQTT_CONNECTED = 1, /* (re)connected and subscriptions re-sent */
     WISP_MQTT_LOST = 2,      /* connection lost or a connect attempt failed */
+    WISP_MQTT_DELIVERED = 3, /* a wisp_mqtt_publish_tracked message completed */
 };
 
 struct wisp_mqtt_msg {
@@ -70,6 +71,8 @@ struct wisp_mqtt_msg {
     char *reason;       /* for WISP_MQTT_LOST: what went wrong, malloc'd, may be NULL */
     int connect_failed; /* for WISP_MQTT_LOST: 1 when a connect attempt failed (broker
                            unreachable, refused, TLS), 0 when a connection was lost */
+    uint64_t token;     /* for WISP_MQTT_DELIVERED: the publisher's token */
+    int ok;             /* for WISP_MQTT_DELIVERED: 1 acknowledged, 0 failed or cut off */
     struct wisp_mqtt_msg *next;
 };
 
@@ -132,6 +135,16 @@ int wisp_mqtt_tick(struct wisp_mqtt *m, uint64_t now_mono_ns);
  * errno (-EINVAL for a bad topic, QoS or size). */
 int wisp_mqtt_publish(struct wisp_mqtt *m, const char *topic, const void *payload, size_t len,
                       int qos, int retain);
+
+/* Publishes a message of the durable outbox at QoS 1 or 2. No copy is kept
+ * and nothing is resent here: its completion comes back through
+ * wisp_mqtt_take as a WISP_MQTT_DELIVERED event carrying token (ok 0 when
+ * the connection cut it off or the broker refused it), so the outbox can
+ * delete the message or send it again, in order. With MQTT 5, msg_id (may
+ * be NULL) travels as the user property "wisp-id" for consumers to drop
+ * duplicates by. 0 or a negative errno (-ENOBUFS: Paho's buffer is full). */
+int wisp_mqtt_publish_tracked(struct wisp_mqtt *m, const char *topic, const void *payload,
+                              size_t len, int qos, int retain, const char *msg_id, uint64_t token);
 
 /* Outgoing messages not yet completed (in flight or buffered). */
 size_t wisp_mqtt_pending(const struct wisp_mqtt *m);

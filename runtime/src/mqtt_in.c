@@ -540,7 +540,7 @@ struct wisp_mqtt_msg *wisp_mqtt_take(struct wisp_mqtt *m)
     /* Before CONNECTED reaches the caller, the subscriptions are on their way. */
     mqtt_in_sync(m);
     for (const struct wisp_mqtt_msg *ev = chain; ev; ev = ev->next)
-        if (ev->kind != WISP_MQTT_MESSAGE)
+        if (ev->kind == WISP_MQTT_CONNECTED || ev->kind == WISP_MQTT_LOST)
             log_state(m, ev);
     mqtt_in_nudge(m);
     mqtt_out_resend(m);

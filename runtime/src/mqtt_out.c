@@ -65,6 +65,8 @@ struct mqtt_out {
     char *payload;
     size_t len;
     int qos, retain;
+    bool tracked;   /* an outbox message: its completion is reported, not resent */
+    uint64_t token; /* for tracked ones */
 };
 
 static void out_free(struct mqtt_out *o)
@@ -75,6 +77,8 @@ static void out_free(struct mqtt_out *o)
 }
 
 static int send_out(struct mqtt_out *o);
+static int send_msg(struct mqtt_out *o, const char *topic, const void *payload, size_t len,
+                    const char *msg_id);
 
 /* Under m->lock. Every kept message is on the live list while Paho holds
  * it, so destroy can free the ones no callback will ever complete. */
@@ -98,6 +102,20 @@ static void live_remove(struct wisp_mqtt *m, struct mqtt_out *o)
     o->prev = o->next = NULL;
 }
 
+/* Under m->lock: queues a tracked message's completion for the loop. */
+static void report_locked(struct wisp_mqtt *m, const struct mqtt_out *o, bool ok)
+{
+    struct wisp_mqtt_msg *ev = calloc(1, sizeof(*ev));
+    if (!ev) {
+        /* The outbox resends what it never hears about at the next connect. */
+        return;
+    }
+    ev->kind = WISP_MQTT_DELIVERED;
+    ev->token = o->token;
+    ev->ok = ok;
+    mqtt_push_locked(m, ev);
+}
+
 static void out_done(void *ctx)
 {
     struct mqtt_out *o = ctx;
@@ -105,7 +123,11 @@ static void out_done(void *ctx)
     mqtt_cb_enter(m);
     pthread_mutex_lock(&m->lock);
     live_remove(m, o);
+    if (o->tracked)
+        report_locked(m, o, true);
     pthread_mutex_unlock(&m->lock);
+    if (o->tracked)
+        mqtt_signal(m);
     sent_ok(m);
     out_free(o);
     mqtt_cb_leave(m);
@@ -131,9 +153,15 @@ static void out_failed(struct mqtt_out *o, int code, int v5_reason)
     mqtt_cb_enter(m);
     pthread_mutex_lock(&m->lock);
     live_remove(m, o);
+    if (o->tracked)
+        report_locked(m, o, false);
     pthread_mutex_unlock(&m->lock);
-    if ((code == MQTTASYNC_OPERATION_INCOMPLETE || code == MQTTASYNC_DISCONNECTED) &&
-        !atomic_load(&m->destroying)) {
+    if (o->tracked) {
+        mqtt_signal(m);
+        pending_sub(m, 1);
+        out_free(o);
+    } else if ((code == MQTTASYNC_OPERATION_INCOMPLETE || code == MQTTASYNC_DISCONNECTED) &&
+               !atomic_load(&m->destroying)) {
         pthread_mutex_lock(&m->lock);
         o->next = NULL;
         if (m->resend_tail)
@@ -254,15 +282,36 @@ static int map_send_error(int rc)
 /* Hands a kept message to Paho; it stays owned by the callbacks. */
 static int send_out(struct mqtt_out *o)
 {
+    return send_msg(o, o->topic, o->payload, o->len, NULL);
+}
+
+/* Paho copies topic, payload and properties. msg_id (may be NULL) travels
+ * as the MQTT 5 user property "wisp-id". */
+static int send_msg(struct mqtt_out *o, const char *topic, const void *payload, size_t len,
+                    const char *msg_id)
+{
     struct wisp_mqtt *m = o->m;
     pthread_mutex_lock(&m->lock);
     live_add(m, o);
     pthread_mutex_unlock(&m->lock);
     MQTTAsync_message msg = MQTTAsync_message_initializer;
-    msg.payload = o->len ? o->payload : "";
-    msg.payloadlen = (int)o->len;
+    msg.payload = (void *)(len ? payload : "");
+    msg.payloadlen = (int)len;
     msg.qos = o->qos;
     msg.retained = o->retain != 0;
+    MQTTProperty prop;
+    if (msg_id && m->version == MQTTVERSION_5) {
+        memset(&prop, 0, sizeof(prop));
+        prop.identifier = MQTTPROPERTY_CODE_USER_PROPERTY;
+        prop.value.data.data = (char *)"wisp-id";
+        prop.value.data.len = 7;
+        prop.value.value.data = (char *)msg_id;
+        prop.value.value.len = (int)strlen(msg_id);
+        msg.properties.count = 1;
+        msg.properties.max_count = 1;
+        msg.properties.length = 0;
+        msg.properties.array = &prop;
+    }
     MQTTAsync_responseOptions ro = MQTTAsync_responseOptions_initializer;
     ro.context = o;
     if (m->version == MQTTVERSION_5) {
@@ -272,7 +321,7 @@ static int send_out(struct mqtt_out *o)
         ro.onSuccess = on_out_sent;
         ro.onFailure = on_out_failed;
     }
-    int rc = m->api->sendMessage(m->client, o->topic, &msg, &ro);
+    int rc = m->api->sendMessage(m->client, topic, &msg, &ro);
     if (rc != MQTTASYNC_SUCCESS) {
         pthread_mutex_lock(&m->lock);
         live_remove(m, o);
@@ -343,6 +392,34 @@ int wisp_mqtt_publish(struct wisp_mqtt *m, const char *topic, const void *payloa
             out_free(o);
         pending_sub(m, 1);
         atomic_fetch_add(&m->st.publish_failed, 1);
+        log_debug("publish to '%s' refused: %s", topic, mqtt_paho_err(rc));
+        return map_send_error(rc);
+    }
+    atomic_fetch_add(&m->st.published, 1);
+    return 0;
+}
+
+int wisp_mqtt_publish_tracked(struct wisp_mqtt *m, const char *topic, const void *payload,
+                              size_t len, int qos, int retain, const char *msg_id, uint64_t token)
+{
+    const char *why = NULL;
+    if (!m || !topic || qos < 1 || qos > 2 || len > MQTT_MAX_PAYLOAD || (!payload && len))
+        return -EINVAL;
+    if (!wisp_topic_name_valid(topic, strlen(topic), &why))
+        return -EINVAL;
+    struct mqtt_out *o = calloc(1, sizeof(*o));
+    if (!o)
+        return -ENOMEM;
+    o->m = m;
+    o->qos = qos;
+    o->retain = retain;
+    o->tracked = true;
+    o->token = token;
+    atomic_fetch_add(&m->pending, 1);
+    int rc = send_msg(o, topic, payload, len, msg_id);
+    if (rc != MQTTASYNC_SUCCESS) {
+        out_free(o);
+        pending_sub(m, 1);
         log_debug("publish to '%s' refused: %s", topic, mqtt_paho_err(rc));
         return map_send_error(rc);
     }

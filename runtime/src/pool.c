@@ -14,7 +14,7 @@
 #include "topic.h"
 #include "util.h"
 
-static void blob_free(struct blob *b)
+void wisp_blob_free(struct blob *b)
 {
     free(b->subject);
     free(b->payload);
@@ -24,7 +24,7 @@ static void blob_free(struct blob *b)
 static void blob_unref(struct blob *b)
 {
     if (b && --b->refs == 0)
-        blob_free(b);
+        wisp_blob_free(b);
 }
 
 void wisp_pev_free(struct pev *ev)
@@ -139,7 +139,7 @@ static void sweep(struct wisp_pool *p)
     }
 }
 
-static struct fn *find_active(struct wisp_pool *p, const char *name)
+struct fn *wisp_pool_find_active(struct wisp_pool *p, const char *name)
 {
     for (struct fn *fn = p->fns; fn; fn = fn->next) {
         if (!fn->retired && strcmp(fn->spec->name, name) == 0)
@@ -190,7 +190,7 @@ void wisp_pool_set_functions(struct wisp_pool *p, struct wisp_fnspec **specs, si
         }
     }
     for (size_t i = 0; i < n; i++) {
-        struct fn *cur = find_active(p, specs[i]->name);
+        struct fn *cur = wisp_pool_find_active(p, specs[i]->name);
         if (cur && strcmp(cur->spec->version, specs[i]->version) == 0) {
             wisp_fnspec_destroy(specs[i]);
             continue;
@@ -285,19 +285,20 @@ static struct blob *blob_new(const char *subject, const void *payload, size_t le
     return b;
 }
 
-static int enqueue(struct wisp_pool *p, struct fn *fn, struct blob *b, const char *id, int qos,
-                   int retain)
+struct pev *wisp_pool_enqueue(struct wisp_pool *p, struct fn *fn, struct blob *b, const char *id,
+                              int qos, int retain, bool durable)
 {
-    if (fn->qlen >= p->cfg.queue_max) {
+    /* Durable events are already stored: the limit is applied at intake. */
+    if (!durable && fn->qlen >= p->cfg.queue_max) {
         fn->st.dropped++;
         if (fn->st.dropped == 1 || fn->st.dropped % 1000 == 0)
             log_warn("%s: queue full (%u events), dropped %llu so far", fn->spec->name,
                      p->cfg.queue_max, (unsigned long long)fn->st.dropped);
-        return -ENOBUFS;
+        return NULL;
     }
     struct pev *ev = calloc(1, sizeof(*ev));
     if (!ev)
-        return -ENOMEM;
+        return NULL;
     ev->blob = b;
     b->refs++;
     (void)snprintf(ev->id, sizeof(ev->id), "%s", id); /* ids are made to fit */
@@ -305,19 +306,20 @@ static int enqueue(struct wisp_pool *p, struct fn *fn, struct blob *b, const cha
     ev->qos = qos;
     ev->retain = retain;
     fn_push(fn, ev);
-    return 0;
+    return ev;
 }
 
-static void next_id(struct wisp_pool *p, char *id, size_t cap)
+void wisp_pool_next_id(struct wisp_pool *p, char *id, size_t cap)
 {
     (void)snprintf(id, cap, "%s-%llu", p->boot, (unsigned long long)++p->next_event);
 }
 
-static bool fn_matches(const struct fn *fn, const char *topic, size_t tlen)
+bool wisp_fn_matches(const struct fn *fn, const char *topic, size_t tlen, bool durable)
 {
     for (size_t i = 0; i < fn->spec->n_triggers; i++) {
         const struct wisp_trigger *t = &fn->spec->triggers[i];
-        if (t->kind == &wisp_trigger_mqtt && wisp_topic_matches(t->topic, topic, tlen))
+        if (t->kind == &wisp_trigger_mqtt && t->durable == durable &&
+            wisp_topic_matches(t->topic, topic, tlen))
             return true;
     }
     return false;
@@ -335,11 +337,11 @@ static int submit_mqtt(struct wisp_pool *p, char **topicp, char **payloadp, size
     const char *topic = *topicp;
     size_t tlen = strlen(topic);
     for (struct fn *fn = p->fns; fn; fn = fn->next) {
-        if (fn->retired || !fn_matches(fn, topic, tlen))
+        if (fn->retired || !wisp_fn_matches(fn, topic, tlen, false))
             continue;
         /* Each function's event has its own id: it names one invocation's
          * effects, which a consumer deduplicates by. */
-        next_id(p, id, sizeof(id));
+        wisp_pool_next_id(p, id, sizeof(id));
         if (!b && adopt && (b = calloc(1, sizeof(*b)))) {
             b->subject = *topicp;
             b->payload = *payloadp;
@@ -350,11 +352,11 @@ static int submit_mqtt(struct wisp_pool *p, char **topicp, char **payloadp, size
         }
         if (!b)
             return -ENOMEM;
-        if (enqueue(p, fn, b, id, qos, retain) == 0)
+        if (wisp_pool_enqueue(p, fn, b, id, qos, retain, false))
             matched++;
     }
     if (b && b->refs == 0)
-        blob_free(b); /* every queue was full */
+        wisp_blob_free(b); /* every queue was full */
     return matched;
 }
 
@@ -375,16 +377,16 @@ int wisp_pool_submit_mqtt_take(struct wisp_pool *p, char **topic, char **payload
 int wisp_pool_submit_to(struct wisp_pool *p, const char *fn_name, const char *subject,
                         const void *payload, size_t len, char *event_id)
 {
-    struct fn *fn = find_active(p, fn_name);
+    struct fn *fn = wisp_pool_find_active(p, fn_name);
     if (!fn)
         return -ENOENT;
     struct blob *b = blob_new(subject, payload, len);
     if (!b)
         return -ENOMEM;
-    next_id(p, event_id, 40);
-    int rc = enqueue(p, fn, b, event_id, 0, 0);
+    wisp_pool_next_id(p, event_id, 40);
+    int rc = wisp_pool_enqueue(p, fn, b, event_id, 0, 0, false) ? 0 : -ENOBUFS;
     if (rc != 0)
-        blob_free(b);
+        wisp_blob_free(b);
     wisp_pool_schedule(p);
     return rc;
 }
@@ -393,8 +395,20 @@ int wisp_pool_submit_to(struct wisp_pool *p, const char *fn_name, const char *su
 void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct wisp_result *res,
                       bool cold, uint64_t init_ns)
 {
+    enum wisp_apply applied = wisp_pool_apply(p, fn, ev, res, cold);
+    if (applied == WISP_APPLY_RERUN) {
+        fn->st.conflicts++;
+        wisp_fn_push_front(fn, ev);
+        return;
+    }
+    if (applied == WISP_APPLY_WAIT) {
+        ev->not_before = wisp_mono_ns() + 500 * 1000000ULL;
+        ev->next = fn->delayed;
+        fn->delayed = ev;
+        return;
+    }
     wisp_fn_count(fn, res->outcome);
-    if (res->outcome == WISP_OUTCOME_OK) {
+    if (res->outcome == WISP_OUTCOME_OK && applied != WISP_APPLY_PUBLISHED) {
         for (size_t i = 0; i < res->n_pubs; i++) {
             const struct wisp_publish *m = &res->pubs[i];
             if (p->hooks.publish(p->hooks.ud, m->topic, m->payload, m->payload_len, m->qos,

@@ -25,6 +25,7 @@
 #include "fnspec.h"
 
 struct wisp_loop;
+struct wisp_store;
 struct wisp_pool;
 
 struct wisp_pool_config {
@@ -32,6 +33,7 @@ struct wisp_pool_config {
     uint64_t idle_timeout_ms; /* stop an executor idle this long; 0 = never */
     unsigned queue_max;       /* accepted-but-not-started events per function */
     const char *device;       /* used in event sources: wisp://<device>/mqtt */
+    struct wisp_store *store; /* durable state, inbox and outbox; NULL: none */
 };
 
 struct wisp_pool_hooks {
@@ -51,6 +53,7 @@ struct wisp_fn_stats {
     uint64_t invocations, ok, errors, timeouts, memory, crashes;
     uint64_t cold_starts, retries, dead_lettered, dropped, publish_failed;
     uint64_t queued, running, executors;
+    uint64_t conflicts; /* runs repeated because a state read went stale */
 };
 
 /* Borrows loop, cfg->device and hooks for the pool's life. */
@@ -85,6 +88,20 @@ int wisp_pool_submit_mqtt(struct wisp_pool *pool, const char *topic, const void 
  * sets both to NULL. Whatever is left is still the caller's to free. */
 int wisp_pool_submit_mqtt_take(struct wisp_pool *pool, char **topic, char **payload, size_t len,
                                int qos, int retain);
+
+/* Accepts one message from the durable session for every active function
+ * with a matching durable trigger: each event is written to the store's
+ * inbox (in the open batch: acknowledge the message only after the next
+ * commit) and queued. Returns how many functions took it, or a negative
+ * errno (nothing was stored). Needs cfg.store. */
+int wisp_pool_submit_durable(struct wisp_pool *pool, const char *topic, const void *payload,
+                             size_t len, int qos, int retain);
+
+/* Queues every event the inbox holds that is not queued yet: all of them
+ * after a restart, the new ones after `wisp dlq replay`. Events for
+ * functions that do not exist stay stored and are logged. Returns how many
+ * were queued or a negative errno. */
+int wisp_pool_recover(struct wisp_pool *pool);
 
 /* Queues one event for the named function (wisp run). *event_id receives
  * the id assigned (at least 40 bytes). */

@@ -376,6 +376,9 @@ static void on_readable(void *ud, int fd, uint32_t events)
             }
         } else if (type == WISP_IPC_RESULT) {
             stop = handle_result(e, &rd, &retire);
+        } else if (type == WISP_IPC_STATE_REQ) {
+            stop = e->state == EXE_BUSY ? wisp_pool_state_request(e, &rd)
+                                        : "executor asked for state outside an invocation";
         } else {
             stop = "executor sent an unexpected frame";
         }

@@ -28,6 +28,7 @@ struct pev {
     uint64_t seq;        /* INVOKE sequence number while handed to an executor */
     unsigned attempt;    /* failed attempts so far */
     uint64_t not_before; /* retry backoff (monotonic ns) */
+    uint64_t inbox_id;   /* > 0: a durable event, stored in the inbox */
 };
 
 struct fn {
@@ -76,9 +77,20 @@ struct wisp_pool {
     char boot[17]; /* random per process, makes event ids unique across restarts */
     char source_mqtt[160], source_invoke[160]; /* CloudEvents sources, made once */
     struct wisp_buf wb;
+    uint64_t store_waits; /* results the store could not take yet */
+    uint64_t inbox_seen;  /* highest inbox id queued so far */
 };
 
 /* pool.c */
+void wisp_blob_free(struct blob *b);
+struct fn *wisp_pool_find_active(struct wisp_pool *p, const char *name);
+void wisp_pool_next_id(struct wisp_pool *p, char *id, size_t cap);
+/* Queues an event for fn (taking a reference on b). Non-durable events are
+ * refused (NULL, counted as dropped) past queue_max. NULL also on OOM. */
+struct pev *wisp_pool_enqueue(struct wisp_pool *p, struct fn *fn, struct blob *b, const char *id,
+                              int qos, int retain, bool durable);
+/* True when one of fn's mqtt triggers with this durability matches. */
+bool wisp_fn_matches(const struct fn *fn, const char *topic, size_t tlen, bool durable);
 void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct wisp_result *res,
                       bool cold, uint64_t init_ns);
 void wisp_pev_free(struct pev *ev);
@@ -95,6 +107,18 @@ void wisp_fn_count(struct fn *fn, enum wisp_outcome o);
  * event that ran out of attempts. Does not free ev. */
 void wisp_pool_dead_letter(struct wisp_pool *p, struct fn *fn, const struct pev *ev,
                            const struct wisp_result *res);
+
+/* pool_durable.c: the store's part of finishing an invocation. */
+enum wisp_apply {
+    WISP_APPLY_DONE = 0,      /* effects stored (or nothing to store); go on */
+    WISP_APPLY_PUBLISHED = 1, /* as DONE, and the publishes went to the outbox */
+    WISP_APPLY_RERUN = 2,     /* a state read went stale: run the event again */
+    WISP_APPLY_WAIT = 3,      /* the store is full: try the event again later */
+};
+enum wisp_apply wisp_pool_apply(struct wisp_pool *p, struct fn *fn, struct pev *ev,
+                                struct wisp_result *res, bool cold);
+/* Answers an executor's STATE_REQ frame; NULL or why the executor must go. */
+const char *wisp_pool_state_request(struct exe *e, struct wisp_rd *rd);
 
 /* pool_exec.c */
 int wisp_exe_spawn(struct wisp_pool *p, struct fn *fn);

@@ -57,7 +57,7 @@ void wisp_subs_add_spec(void *ud, const struct wisp_fnspec *spec)
     struct wisp_subs *s = ud;
     for (size_t i = 0; i < spec->n_triggers; i++) {
         const struct wisp_trigger *t = &spec->triggers[i];
-        if (t->kind == &wisp_trigger_mqtt)
+        if (t->kind == &wisp_trigger_mqtt && t->durable == s->durable)
             (void)wisp_subs_add(s, t->topic, t->qos);
     }
 }

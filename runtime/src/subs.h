@@ -9,6 +9,7 @@
 #ifndef WISP_SUBS_H
 #define WISP_SUBS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "fnspec.h"
@@ -17,13 +18,15 @@ struct wisp_subs {
     char **filters;
     int *qos;
     size_t n, cap;
+    bool durable; /* wisp_subs_add_spec takes the triggers of this durability */
 };
 
 void wisp_subs_init(struct wisp_subs *s);
 void wisp_subs_fini(struct wisp_subs *s);
 /* Adds a filter (copied); on a duplicate keeps the higher QoS. 0 or -ENOMEM. */
 int wisp_subs_add(struct wisp_subs *s, const char *filter, int qos);
-/* Adds the mqtt triggers of spec; a callback for wisp_pool_foreach. */
+/* Adds the mqtt triggers of spec whose durability is s->durable; a
+ * callback for wisp_pool_foreach. */
 void wisp_subs_add_spec(void *ud, const struct wisp_fnspec *spec);
 /* Drops covered filters, raising the covering filter's QoS where needed. */
 void wisp_subs_reduce(struct wisp_subs *s);

@@ -5,12 +5,15 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "durable.h"
 #include "log.h"
 #include "loop.h"
 #include "mqtt.h"
@@ -26,9 +29,13 @@ struct sup {
     struct wisp_zygote zygote;
     struct wisp_pool *pool;
     struct wisp_mqtt *mqtt;
+    struct wisp_durable *durable;
+    char *pid_path;
+    int pid_fd;
+    bool pid_locked;
     int sigfd;
     struct wisp_watch *sigw, *mqttw;
-    bool draining, stop, ready;
+    bool draining, stop, ready, failed;
     uint64_t started_ns, drain_deadline_ns;
     uint64_t oversize;
 };
@@ -62,19 +69,48 @@ static int make_data_dir(const char *dir, char *err, size_t errlen)
     return rc;
 }
 
+/* Non-durable triggers subscribe on the Paho connection, durable ones on
+ * the durable session (durable.h). */
+/* data/wispd.pid: locked for wispd's life, so a second wispd on the same
+ * data dir is refused (both would run the same inbox), and read by
+ * `wisp dlq replay` to tell us about replayed events. */
+static int lock_pid_file(struct sup *s, char *err, size_t errlen)
+{
+    s->pid_path = wisp_path_join(s->cfg->data, "wispd.pid");
+    if (!s->pid_path)
+        return -ENOMEM;
+    s->pid_fd = open(s->pid_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (s->pid_fd < 0)
+        return wisp_errf(err, errlen, -errno, "%s: %s", s->pid_path, strerror(errno));
+    if (flock(s->pid_fd, LOCK_EX | LOCK_NB) != 0)
+        return wisp_errf(err, errlen, -EBUSY, "%s: another wispd is using the data directory %s",
+                         s->pid_path, s->cfg->data);
+    s->pid_locked = true;
+    char line[32];
+    int n = snprintf(line, sizeof(line), "%d\n", (int)getpid());
+    if (ftruncate(s->pid_fd, 0) != 0 || pwrite(s->pid_fd, line, (size_t)n, 0) != n)
+        return wisp_errf(err, errlen, -errno, "%s: cannot write: %s", s->pid_path, strerror(errno));
+    return 0;
+}
+
 static void update_subscriptions(struct sup *s)
 {
-    struct wisp_subs subs;
-    wisp_subs_init(&subs);
-    wisp_pool_foreach(s->pool, wisp_subs_add_spec, &subs);
-    wisp_subs_reduce(&subs);
-    int rc =
-        wisp_mqtt_set_subscriptions(s->mqtt, (const char *const *)subs.filters, subs.qos, subs.n);
-    if (rc != 0)
-        log_error("could not update subscriptions");
-    for (size_t i = 0; i < subs.n; i++)
-        log_debug("subscription %s qos %d", subs.filters[i], subs.qos[i]);
-    wisp_subs_fini(&subs);
+    for (int durable = 0; durable <= 1; durable++) {
+        struct wisp_subs subs;
+        wisp_subs_init(&subs);
+        subs.durable = durable;
+        wisp_pool_foreach(s->pool, wisp_subs_add_spec, &subs);
+        wisp_subs_reduce(&subs);
+        const char *const *f = (const char *const *)subs.filters;
+        if (durable)
+            wisp_durable_set_subscriptions(s->durable, f, subs.qos, subs.n);
+        else if (wisp_mqtt_set_subscriptions(s->mqtt, f, subs.qos, subs.n) != 0)
+            log_error("could not update subscriptions");
+        for (size_t i = 0; i < subs.n; i++)
+            log_debug("subscription %s qos %d%s", subs.filters[i], subs.qos[i],
+                      durable ? " (durable)" : "");
+        wisp_subs_fini(&subs);
+    }
 }
 
 static int load_functions(struct sup *s, bool initial)
@@ -108,8 +144,11 @@ static void on_mqtt(void *ud, int fd, uint32_t events)
                 log_info("ready: %zu function(s) serving, connected %.1f ms after start",
                          wisp_pool_count(s->pool), (double)(wisp_mono_ns() - s->started_ns) / 1e6);
             s->ready = true;
+            wisp_durable_on_connected(s->durable);
         } else if (m->kind == WISP_MQTT_LOST) {
             continue;
+        } else if (m->kind == WISP_MQTT_DELIVERED) {
+            wisp_durable_on_delivered(s->durable, m->token, m->ok != 0);
         } else if (m->payload_len > max_payload) {
             if (s->oversize++ % 100 == 0)
                 log_warn("dropped a %zu-byte message on %s: larger than events.max_payload_kb "
@@ -135,6 +174,7 @@ static void begin_drain(struct sup *s, const char *why)
     s->drain_deadline_ns = wisp_mono_ns() + (uint64_t)s->cfg->shutdown_timeout_ms * 1000000ULL;
     log_info("%s: draining (at most %d ms)", why, s->cfg->shutdown_timeout_ms);
     wisp_mqtt_stop_intake(s->mqtt);
+    wisp_durable_stop_intake(s->durable);
 }
 
 static void reap_children(struct sup *s)
@@ -165,6 +205,10 @@ static void on_signal(void *ud, int fd, uint32_t events)
             break;
         case SIGUSR1:
             wisp_pool_log_stats(s->pool);
+            wisp_durable_log_stats(s->durable);
+            break;
+        case SIGUSR2: /* wisp dlq replay put events in the inbox */
+            (void)wisp_pool_recover(s->pool);
             break;
         case SIGCHLD:
             reap_children(s);
@@ -183,6 +227,7 @@ static int setup_signals(struct sup *s)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
     sigaddset(&set, SIGCHLD);
     /* Blocked in every thread (Paho's inherit this mask), read via signalfd. */
     if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
@@ -232,6 +277,9 @@ static int next_timeout(struct sup *s, uint64_t now)
     int m = wisp_mqtt_tick(s->mqtt, now);
     if (m >= 0 && (t < 0 || m < t))
         t = m;
+    int d = wisp_durable_next_timeout_ms(s->durable, now);
+    if (d >= 0 && (t < 0 || d < t))
+        t = d;
     if (s->draining && (t < 0 || t > 20))
         t = 20; /* poll drain progress (Paho completes deliveries on its threads) */
     return t;
@@ -248,10 +296,14 @@ static void run_loop(struct sup *s)
         }
         now = wisp_mono_ns();
         wisp_pool_tick(s->pool, now);
+        if (wisp_durable_after_pass(s->durable, now) != 0) {
+            s->failed = true;
+            break;
+        }
         if (!s->draining)
             continue;
         if (wisp_mqtt_intake_drained(s->mqtt) && wisp_pool_idle(s->pool) &&
-            wisp_mqtt_pending(s->mqtt) == 0) {
+            wisp_mqtt_pending(s->mqtt) == 0 && wisp_durable_settled(s->durable)) {
             log_info("drained: all accepted events finished and their messages sent");
             s->stop = true;
         } else if (now >= s->drain_deadline_ns) {
@@ -265,17 +317,22 @@ static void run_loop(struct sup *s)
 
 int wisp_supervisor_run(const struct wisp_config *cfg)
 {
-    struct sup s = {.cfg = cfg, .sigfd = -1, .zygote = {.pid = -1, .sock = -1}};
+    struct sup s = {.cfg = cfg, .sigfd = -1, .pid_fd = -1, .zygote = {.pid = -1, .sock = -1}};
     char err[512];
     int code = 1;
     s.started_ns = wisp_mono_ns();
-    if (make_data_dir(cfg->data, err, sizeof(err)) != 0) {
+    if (make_data_dir(cfg->data, err, sizeof(err)) != 0 ||
+        lock_pid_file(&s, err, sizeof(err)) != 0) {
         log_error("%s", err);
-        return 1;
+        goto out;
     }
     if (setup_signals(&s) != 0 || wisp_zygote_start(&s.zygote) != 0 ||
         wisp_loop_create(&s.loop) != 0) {
         log_error("cannot set up the process: %s", strerror(errno));
+        goto out;
+    }
+    if (wisp_durable_create(s.loop, cfg, &s.durable, err, sizeof(err)) != 0) {
+        log_error("%s", err);
         goto out;
     }
     struct wisp_pool_config pc = {
@@ -283,6 +340,7 @@ int wisp_supervisor_run(const struct wisp_config *cfg)
         .idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms,
         .queue_max = (unsigned)cfg->queue_max,
         .device = cfg->device,
+        .store = wisp_durable_store(s.durable),
     };
     struct wisp_pool_hooks hooks = {
         .spawn = wisp_zygote_spawn,
@@ -293,12 +351,13 @@ int wisp_supervisor_run(const struct wisp_config *cfg)
     if (wisp_pool_create(s.loop, &pc, &hooks, &s.pool) != 0 ||
         !(s.sigw = wisp_loop_add(s.loop, s.sigfd, EPOLLIN, on_signal, &s)))
         goto out;
-    if (load_functions(&s, true) != 0 || start_mqtt(&s) != 0)
+    if (load_functions(&s, true) != 0 || start_mqtt(&s) != 0 ||
+        wisp_durable_attach(s.durable, s.pool, s.mqtt) != 0)
         goto out;
     log_info("wispd %s started: device %s, functions %s, broker %s", WISP_VERSION, cfg->device,
              cfg->functions, cfg->broker);
     run_loop(&s);
-    code = 0;
+    code = s.failed ? 1 : 0;
 out:
     s.stop = true;
     if (s.pool)
@@ -307,12 +366,21 @@ out:
         wisp_loop_remove(s.loop, s.mqttw);
         wisp_loop_remove(s.loop, s.sigw);
     }
-    wisp_mqtt_destroy(s.mqtt, 2000);
+    if (s.durable)
+        wisp_durable_log_stats(s.durable);
     wisp_pool_destroy(s.pool);
+    /* After the pool (its results are in the batch), before Paho. */
+    wisp_durable_destroy(s.durable);
+    wisp_mqtt_destroy(s.mqtt, 2000);
     wisp_zygote_stop(&s.zygote);
     wisp_loop_destroy(s.loop);
     if (s.sigfd >= 0)
         close(s.sigfd);
+    if (s.pid_locked)
+        (void)unlink(s.pid_path);
+    if (s.pid_fd >= 0)
+        close(s.pid_fd);
+    free(s.pid_path);
     log_info("stopped");
     return code;
 }

@@ -3,6 +3,9 @@
  *   {"type": "mqtt", "topic": "sensors/+/temp", "qos": 1}
  * topic is required and must be a valid subscription filter; qos is 0, 1 or
  * 2 and defaults to 1 (at least once, the level the event path is built for).
+ * durable (default: true when qos > 0) sends the events through the inbox:
+ * they are acknowledged to the broker only once stored, and their effects
+ * happen exactly once. "durable": false trades that for latency.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,7 +24,7 @@
 static int mqtt_parse(const cJSON *obj, const char *field, struct wisp_trigger *t, char *err,
                       size_t errlen)
 {
-    static const char *const keys[] = {"type", "topic", "qos"};
+    static const char *const keys[] = {"type", "topic", "qos", "durable"};
     const char *topic, *why = NULL;
     uint32_t qos;
     int rc;
@@ -48,6 +51,23 @@ static int mqtt_parse(const cJSON *obj, const char *field, struct wisp_trigger *
     if (!t->topic)
         return -ENOMEM;
     t->qos = (int)qos;
+    t->durable = qos > 0;
+    const cJSON *d = cJSON_GetObjectItemCaseSensitive(obj, "durable");
+    if (d && !cJSON_IsBool(d)) {
+        free(t->topic);
+        t->topic = NULL;
+        return wisp_errf(err, errlen, -EINVAL, "%s.durable: must be true or false", field);
+    }
+    if (d)
+        t->durable = cJSON_IsTrue(d);
+    if (t->durable && qos == 0) {
+        free(t->topic);
+        t->topic = NULL;
+        return wisp_errf(err, errlen, -EINVAL,
+                         "%s.durable: a durable trigger needs qos 1 or 2 (QoS 0 messages are "
+                         "never redelivered, so there is nothing to make durable)",
+                         field);
+    }
     return 0;
 }
 

@@ -272,7 +272,7 @@ static const struct bad_case bad_triggers[] = {
     {DOC_T("{'type':'mqtt','topic':'t','qos':true}"), "got true"},
     {DOC_T("{'type':'mqtt','topic':'t','qos':null}"), "got null"},
     {DOC_T("{'type':'mqtt','topic':'t','every':'5s'}"),
-     "triggers[0]: unknown key \"every\" (allowed: type, topic, qos)"},
+     "triggers[0]: unknown key \"every\" (allowed: type, topic, qos, durable)"},
     {DOC_T("{'type':'mqtt','topic':'t','topic':'u'}"), "triggers[0]: duplicate key \"topic\""},
     {DOC_T("{'type':'mqtt','type':'mqtt','topic':'t'}"), "triggers[0]: duplicate key \"type\""},
 };

@@ -14,6 +14,7 @@
 #include "engine.h"
 #include "fnspec.h"
 #include "ipc.h"
+#include "state.h"
 #include "testutil.h"
 
 /* A reader over the body of the frame in b (header skipped). */
@@ -67,6 +68,13 @@ static int decode_any(enum wisp_ipc_type type, struct wisp_rd *r)
         wisp_result_fini(&res);
         break;
     }
+    case WISP_IPC_STATE_REQ: {
+        struct wisp_state_req req;
+        rc = wisp_state_decode_req(r, &req);
+        break;
+    }
+    case WISP_IPC_STATE_REPLY:
+        break;
     }
     return rc;
 }
@@ -370,6 +378,8 @@ static void put_result(struct wisp_buf *b, uint32_t outcome, uint32_t n_pubs, ui
         wisp_buf_put_u32(b, qos);
         wisp_buf_put_u32(b, 0);
     }
+    wisp_buf_put_u32(b, 0); /* state reads */
+    wisp_buf_put_u32(b, 0); /* state writes */
     wisp_ipc_frame_end(b);
 }
 

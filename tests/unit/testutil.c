@@ -97,8 +97,9 @@ void wisp_test_write_fn(const char *dir, const char *name, const char *topic, co
 {
     char json[1024];
     (void)snprintf(json, sizeof(json),
-                   "{\"name\":\"%s\",\"triggers\":[{\"type\":\"mqtt\",\"topic\":\"%s\"}]%s}", name,
-                   topic, extra);
+                   "{\"name\":\"%s\",\"triggers\":[{\"type\":\"mqtt\",\"topic\":\"%s\","
+                   "\"durable\":false}]%s}",
+                   name, topic, extra);
     wisp_test_write(dir, "function.json", json);
     wisp_test_write(dir, "handler.lua", handler);
 }

@@ -1,0 +1,10 @@
+/* The wisp commands kept outside wisp.c. Each takes the arguments after
+ * its name and returns the exit status. */
+#ifndef WISP_CLI_H
+#define WISP_CLI_H
+
+int wisp_cmd_state(int argc, char **argv);
+int wisp_cmd_dlq(int argc, char **argv);
+int wisp_cmd_backup(int argc, char **argv);
+
+#endif
