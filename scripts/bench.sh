@@ -11,6 +11,9 @@
 #   latency         QoS 0, 1 in flight, 2000 messages after 100 warmup: p50, p99, added p50
 #   startup         process start to the first output of a probe sent every 2 ms, median and
 #                   min of 5 (wispd: a fresh data dir each time)
+#   durable         QoS 1, 64 in flight: relay and Node-RED at QoS 1 vs wispd with a durable
+#                   trigger (inbox, outbox, metering in LMDB) in batch and sync durability,
+#                   and wispd's fsyncs per event
 #   cold start      wispd with executors.idle_timeout_ms=200: first event after 600 ms idle
 #                   vs the warm event right after it, median of 10 (wispd only)
 #   idle PSS        after every function served one event: wispd with the 10 bench functions
@@ -266,7 +269,7 @@ broker_start "set_tcp_nodelay true" "max_queued_messages 100000" ||
 say "mosquitto on $BROKER_URI"
 
 start_relay() {
-    in_own_pgrp "$RELAY" --broker "$BROKER_URI" --qos 0 >"$TEST_TMP/relay.out" 2>>"$TEST_TMP/relay.err" &
+    in_own_pgrp "$RELAY" --broker "$BROKER_URI" --qos "${RELAY_QOS:-0}" >"$TEST_TMP/relay.out" 2>>"$TEST_TMP/relay.err" &
     RELAY_PID=$!
     BENCH_PIDS+=("$RELAY_PID")
     poll 10 grep -qs '^ready$' "$TEST_TMP/relay.out" || { cat "$TEST_TMP/relay.err" >&2; return 1; }
@@ -356,7 +359,7 @@ nr_cmd() {
     NR_N=$((NR_N + 1))
     local ud=$TEST_TMP/nr-user-$NR_N port
     mkdir -p "$ud"
-    cp "$ROOT/tests/bench/node-red/flows.json" "$ud/flows.json"
+    cp "${NR_FLOWS:-$ROOT/tests/bench/node-red/flows.json}" "$ud/flows.json"
     port=$(free_port)
     CMD=(env BENCH_NR_PORT="$port" BENCH_NR_USERDIR="$ud" BENCH_BROKER_PORT="$BROKER_PORT"
         node "$NR_DIR/node_modules/node-red/red.js" --settings "$ROOT/tests/bench/node-red/settings.js")
@@ -436,6 +439,64 @@ for t in "${TARGETS[@]}"; do
         R[$t.max]=$(median ${PMAX[$t]})
         R[$t.lost]=$(sum ${LOST[$t]})
         R[$t.bad]=$(sum ${BAD[$t]})
+    }
+done
+
+# ---------------------------------------------------------------- durable QoS 1
+# The same transform with a QoS 1 input: the relay and Node-RED subscribe at QoS 1 (Paho and
+# Node-RED acknowledge on receipt, state kept in memory); wispd's trigger is durable: each
+# event is in the LMDB inbox before its PUBACK, its output in the outbox before it is sent,
+# and the metering record with them, in store.durability batch and sync. fsyncs per event:
+# wispd's commit count (SIGUSR1 stats) x 2 (LMDB syncs data pages, then the meta page).
+FN_DUR=$TEST_TMP/fn-durable
+mkdir -p "$FN_DUR"
+cp -r "$ROOT/tests/bench/functions/transform" "$FN_DUR/"
+sed -i 's/"qos": 0/"qos": 1/' "$FN_DUR/transform/function.json"
+sed 's/"qos": "0"/"qos": "1"/' "$ROOT/tests/bench/node-red/flows.json" >"$TEST_TMP/flows-qos1.json"
+DTARGETS=(relay)
+((WISPD_OK)) && DTARGETS+=(wispd-batch wispd-sync)
+((NR_OK)) && DTARGETS+=(node-red)
+declare -A DTHR=() DFS=() DP50=()
+say "== durable: QoS 1 throughput (64 in flight, ${DURATION}s): $RUNS round(s), targets interleaved"
+for ((r = 1; r <= RUNS; r++)); do
+    for t in "${DTARGETS[@]}"; do
+        case $t in
+        relay) RELAY_QOS=1 start_relay || { say "relay did not start"; continue; }; pid=$RELAY_PID ;;
+        wispd-*)
+            wispd_cmd "$FN_DUR" --durability "${t#wispd-}" --log-level warn
+            dlog=$TEST_TMP/wispd-$t-$r.log
+            in_own_pgrp "${CMD[@]}" >"$dlog" 2>&1 &
+            pid=$!
+            BENCH_PIDS+=("$pid")
+            wait_ready "$pid" 30 || { tail -5 "$dlog" >&2; say "$t did not answer"; stop_pid_tree "$pid"; continue; } ;;
+        node-red) NR_FLOWS=$TEST_TMP/flows-qos1.json start_nr || { say "node-red did not start"; continue; }; pid=$NR_PID ;;
+        esac
+        thr=$(lg --qos 1 --inflight 64 --duration "$DURATION") || true
+        fs=
+        if [[ $t == wispd-* ]]; then
+            kill -USR1 "$pid" 2>/dev/null || true
+            sleep 0.3
+            commits=$(grep -o 'store commits=[0-9]*' "$dlog" | tail -1 | cut -d= -f2)
+            events=$(grep -o 'fn=transform [^ ]* invocations=[0-9]*' "$dlog" | tail -1 | sed 's/.*=//')
+            if isnum "${commits:-x}" && isnum "${events:-x}" && ((events > 0)); then
+                fs=$(awk -v c="$commits" -v e="$events" 'BEGIN{printf "%.3f", 2*c/e}')
+                add DFS "$t" "$fs"
+            fi
+        fi
+        stop_pid_tree "$pid"
+        record_raw "$t.durable.$r" "$thr"
+        add DTHR "$t" "$(kv throughput "$thr")"
+        add DP50 "$t" "$(kv p50_us "$thr")"
+        add LOST "d-$t" "$(kv lost "$thr")"
+        say "round $r $t: $(kv throughput "$thr") msg/s QoS 1; lost $(kv lost "$thr"), malformed $(kv bad "$thr")${fs:+; fsyncs/event $fs}"
+    done
+done
+for t in "${DTARGETS[@]}"; do
+    # shellcheck disable=SC2086
+    {
+        R[$t.dthroughput]=$(median ${DTHR[$t]:-})
+        R[$t.dfsyncs]=$(median ${DFS[$t]:-})
+        R[$t.dlost]=$(sum ${LOST[d-$t]:-})
     }
 done
 
@@ -573,6 +634,15 @@ report() {
     cells "lost / malformed outputs, all rounds" "$(v relay.lost)/$(v relay.bad)" \
         "$(v wispd.lost)/$(v wispd.bad)" - "$(v node-red.lost)/$(v node-red.bad)" -
     cells "added p50 latency vs relay (us)" 0 "$(v wispd.added_p50)" - "$(v node-red.added_p50)" -
+    cells "durable QoS1 64 in flight (msg/s, med $RUNS)" "$(v relay.dthroughput)" \
+        "$(v wispd-batch.dthroughput)" "$(ratio "$(v wispd-batch.dthroughput)" "$(v relay.dthroughput)")" \
+        "$(v node-red.dthroughput)" "$(ratio "$(v node-red.dthroughput)" "$(v relay.dthroughput)")"
+    cells "  wispd store.durability sync (msg/s)" - "$(v wispd-sync.dthroughput)" \
+        "$(ratio "$(v wispd-sync.dthroughput)" "$(v relay.dthroughput)")"
+    cells "  fsyncs per event, batch / sync" - "$(v wispd-batch.dfsyncs)/$(v wispd-sync.dfsyncs)" -
+    cells "  lost outputs, all rounds (batch/sync)" "$(v relay.dlost)" \
+        "$(v wispd-batch.dlost)/$(v wispd-sync.dlost)" - "$(v node-red.dlost)" -
+    ((NR_OK)) && cells "  wispd batch / node-red QoS1" - "$(ratio "$(v wispd-batch.dthroughput)" "$(v node-red.dthroughput)")" -
     row "startup to first output (ms, med $STARTS)" startup
     row "startup to first output (ms, min of $STARTS)" startup_min
     cells "cold start: 1st event after idle (us, med)" - "$(v wispd.cold)" -

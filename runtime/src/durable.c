@@ -16,6 +16,9 @@
 
 /* Outbox messages handed to Paho and not yet completed, at most. */
 enum { OUT_WINDOW = 256 };
+/* Changes nothing waits for (metering records of non-durable events,
+ * deletions of delivered outbox messages) are committed within this. */
+#define LAZY_COMMIT_NS (1000ULL * 1000000ULL)
 
 struct ack {
     uint16_t pid;
@@ -36,6 +39,8 @@ struct wisp_durable {
     struct ack *acks;
     size_t n_acks, cap_acks;
     uint64_t first_pending_ns; /* when the batch got its first change (0: none) */
+    size_t pass_arrivals;      /* durable messages taken in the current loop pass */
+    bool urgent;               /* the batch holds changes something waits for */
     /* Outbox sending: entries up to sent_upto were handed to Paho; a failed
      * one rewinds to just before it once the window has drained. */
     uint64_t sent_upto;
@@ -145,6 +150,7 @@ static void on_message(void *ud, uint16_t pid, int qos, bool dup, bool retain, c
             return;
         }
     }
+    d->pass_arrivals++;
     int rc = wisp_pool_submit_durable(d->pool, t, payload, len, qos, retain);
     free(t);
     if (rc < 0) {
@@ -290,7 +296,15 @@ static bool commit_due(const struct wisp_durable *d, uint64_t now)
 {
     if (wisp_store_pending(d->store) == 0 && d->n_acks == 0)
         return false;
+    if (!d->urgent && d->n_acks == 0)
+        return now - d->first_pending_ns >= LAZY_COMMIT_NS;
     if (d->durability != WISP_DURABILITY_BATCH)
+        return true;
+    /* A pass in which no durable message came in: either the input paused
+     * or the broker's flow control (its in-flight window) holds the rest
+     * back until we acknowledge; waiting longer would only add latency.
+     * While messages keep coming, changes pile up to the window. */
+    if (d->pass_arrivals == 0)
         return true;
     return wisp_store_pending(d->store) >= (size_t)d->cfg->batch_events ||
            now - d->first_pending_ns >= (uint64_t)d->cfg->batch_ms * 1000000u;
@@ -300,7 +314,13 @@ int wisp_durable_after_pass(struct wisp_durable *d, uint64_t now)
 {
     if (d->sess)
         wisp_msess_tick(d->sess, now);
-    if (commit_due(d, now)) {
+    if (d->pool && wisp_pool_take_urgent(d->pool))
+        d->urgent = true;
+    if (wisp_store_pending(d->store) > 0 && !d->first_pending_ns)
+        d->first_pending_ns = now;
+    bool due = commit_due(d, now);
+    d->pass_arrivals = 0;
+    if (due) {
         bool had = wisp_store_pending(d->store) > 0;
         int rc = wisp_store_commit(d->store);
         if (rc != 0) {
@@ -310,6 +330,7 @@ int wisp_durable_after_pass(struct wisp_durable *d, uint64_t now)
         }
         d->commits += had;
         d->first_pending_ns = 0;
+        d->urgent = false;
         for (size_t i = 0; i < d->n_acks && d->sess; i++)
             (void)wisp_msess_ack(d->sess, d->acks[i].pid, d->acks[i].qos);
         d->n_acks = 0;
@@ -329,8 +350,10 @@ int wisp_durable_after_pass(struct wisp_durable *d, uint64_t now)
 int wisp_durable_next_timeout_ms(struct wisp_durable *d, uint64_t now)
 {
     int t = d->sess ? wisp_msess_next_timeout_ms(d->sess, now) : -1;
-    if (d->first_pending_ns && d->durability == WISP_DURABILITY_BATCH) {
-        uint64_t due = d->first_pending_ns + (uint64_t)d->cfg->batch_ms * 1000000u;
+    bool lazy = !d->urgent && d->n_acks == 0;
+    if (d->first_pending_ns && (lazy || d->durability == WISP_DURABILITY_BATCH)) {
+        uint64_t due =
+            d->first_pending_ns + (lazy ? LAZY_COMMIT_NS : (uint64_t)d->cfg->batch_ms * 1000000u);
         int b = due > now ? (int)((due - now + 999999u) / 1000000u) : 0;
         if (t < 0 || b < t)
             t = b;
@@ -340,7 +363,7 @@ int wisp_durable_next_timeout_ms(struct wisp_durable *d, uint64_t now)
 
 bool wisp_durable_settled(const struct wisp_durable *d)
 {
-    return wisp_store_pending(d->store) == 0 && d->n_acks == 0;
+    return d->n_acks == 0 && !d->urgent;
 }
 
 void wisp_durable_log_stats(const struct wisp_durable *d)

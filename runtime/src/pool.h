@@ -103,6 +103,11 @@ int wisp_pool_submit_durable(struct wisp_pool *pool, const char *topic, const vo
  * were queued or a negative errno. */
 int wisp_pool_recover(struct wisp_pool *pool);
 
+/* True when, since the last call, a result changed something that waits
+ * for a commit to take effect (inbox entries, state, outbox messages, dead
+ * letters), as opposed to metering records alone, which can wait. */
+bool wisp_pool_take_urgent(struct wisp_pool *pool);
+
 /* Queues one event for the named function (wisp run). *event_id receives
  * the id assigned (at least 40 bytes). */
 int wisp_pool_submit_to(struct wisp_pool *pool, const char *fn_name, const char *subject,

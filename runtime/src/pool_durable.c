@@ -124,6 +124,13 @@ static int recover_one(void *ud, uint64_t id, const struct wisp_inbox_rec *rec)
     return 0;
 }
 
+bool wisp_pool_take_urgent(struct wisp_pool *p)
+{
+    bool u = p->urgent > 0;
+    p->urgent = 0;
+    return u;
+}
+
 int wisp_pool_recover(struct wisp_pool *p)
 {
     if (!p->cfg.store)
@@ -320,5 +327,7 @@ enum wisp_apply wisp_pool_apply(struct wisp_pool *p, struct fn *fn, struct pev *
     }
     if (!ok && !final && ev->inbox_id)
         (void)wisp_store_inbox_set_attempts(s, ev->inbox_id, ev->attempt + 1);
+    if (c.inbox_id || c.n_writes || c.n_outs || c.dlq)
+        p->urgent++;
     return via_outbox ? WISP_APPLY_PUBLISHED : WISP_APPLY_DONE;
 }

@@ -79,6 +79,7 @@ struct wisp_pool {
     struct wisp_buf wb;
     uint64_t store_waits; /* results the store could not take yet */
     uint64_t inbox_seen;  /* highest inbox id queued so far */
+    uint64_t urgent;      /* applies since the last take that must reach the disk soon */
 };
 
 /* pool.c */

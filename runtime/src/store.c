@@ -363,7 +363,11 @@ static int batch_ensure(struct wisp_store *s)
     }
 }
 
-int st_run_op(struct wisp_store *s, st_op_fn op, void *arg, char *err, size_t errlen)
+/* flat: op runs in the batch itself, without a nested transaction (which
+ * costs LMDB a 2 MiB dirty-page list per call). Only for ops whose writes
+ * cannot fail halfway except with an LMDB error, which then loses the
+ * batch (a failed write may leave the transaction unusable). */
+static int run_op(struct wisp_store *s, st_op_fn op, void *arg, bool flat, char *err, size_t errlen)
 {
     if (s->ro)
         return wisp_errf(err, errlen, -EROFS, "%s: opened read-only", s->path);
@@ -380,8 +384,14 @@ int st_run_op(struct wisp_store *s, st_op_fn op, void *arg, char *err, size_t er
         size_t mark_len = s->log.len, mark_n = s->log.n;
         struct st_counters snap = s->cur;
         MDB_txn *child = NULL;
-        rc = mdb_txn_begin(s->env, s->batch, 0, &child);
-        if (!rc) {
+        if (flat) {
+            rc = op(s, s->batch, arg);
+            if (rc && rc != MDB_MAP_FULL) {
+                lose_batch(s, rc, "a write failed");
+                rc = st_errno(rc);
+                return wisp_errf(err, errlen, rc, "%s: %s", s->path, strerror(-rc));
+            }
+        } else if (!(rc = mdb_txn_begin(s->env, s->batch, 0, &child))) {
             rc = op(s, child, arg);
             if (!rc)
                 rc = st_lm(mdb_txn_commit(child));
@@ -410,6 +420,16 @@ int st_run_op(struct wisp_store *s, st_op_fn op, void *arg, char *err, size_t er
         if (rc)
             return rc;
     }
+}
+
+int st_run_op(struct wisp_store *s, st_op_fn op, void *arg, char *err, size_t errlen)
+{
+    return run_op(s, op, arg, false, err, errlen);
+}
+
+int st_run_op_flat(struct wisp_store *s, st_op_fn op, void *arg, char *err, size_t errlen)
+{
+    return run_op(s, op, arg, true, err, errlen);
 }
 
 int st_view_begin(struct wisp_store *s, bool committed, MDB_txn **txn)

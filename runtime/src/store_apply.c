@@ -316,7 +316,11 @@ int wisp_store_apply(struct wisp_store *s, const struct wisp_commit *c, uint64_t
     int rc = check_commit(s, c, &a.add_out, err, errlen);
     if (rc)
         return rc;
-    rc = st_run_op(s, op_apply, &a, err, errlen);
+    /* A metering record alone (a non-durable event without state) is one
+     * append: no nested transaction needed, and it is the hot path. */
+    bool meter_only = !c->inbox_id && !c->n_reads && !c->n_writes && !c->n_outs && !c->dlq;
+    rc = meter_only ? st_run_op_flat(s, op_apply, &a, err, errlen)
+                    : st_run_op(s, op_apply, &a, err, errlen);
     if (rc) {
         if (rc != -EAGAIN && rc != -EFBIG && rc != -ENOBUFS)
             log_debug("%s: apply failed: %s", c->fn, err ? err : strerror(-rc));

@@ -95,6 +95,11 @@ const char *st_strerror(int rc);
  * writes land completely or not at all; MDB_MAP_FULL grows the map and
  * retries. err (may be NULL) gets a message for -ENOSPC. */
 int st_run_op(struct wisp_store *s, st_op_fn op, void *arg, char *err, size_t errlen);
+/* The same in the batch itself, without the nested transaction (LMDB
+ * allocates a 2 MiB dirty-page list for each): for ops that check
+ * everything before their first write. A failure other than
+ * MDB_MAP_FULL loses the batch. */
+int st_run_op_flat(struct wisp_store *s, st_op_fn op, void *arg, char *err, size_t errlen);
 /* The batch when one is open and !committed, else the read transaction. */
 int st_view_begin(struct wisp_store *s, bool committed, MDB_txn **txn);
 void st_view_end(struct wisp_store *s, MDB_txn *txn);
