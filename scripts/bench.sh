@@ -463,7 +463,11 @@ for ((r = 1; r <= RUNS; r++)); do
         case $t in
         relay) RELAY_QOS=1 start_relay || { say "relay did not start"; continue; }; pid=$RELAY_PID ;;
         wispd-*)
-            wispd_cmd "$FN_DUR" --durability "${t#wispd-}" --log-level warn
+            # A session that outlives the run would make the broker queue the next rounds'
+            # messages for it; expire it a second after wispd goes.
+            echo '{"mqtt": {"durable_session_expiry_s": 1}}' >"$TEST_TMP/durable.json"
+            wispd_cmd "$FN_DUR" --durability "${t#wispd-}" --log-level warn \
+                --config "$TEST_TMP/durable.json"
             dlog=$TEST_TMP/wispd-$t-$r.log
             in_own_pgrp "${CMD[@]}" >"$dlog" 2>&1 &
             pid=$!

@@ -13,6 +13,7 @@
 #include "loop.h"
 #include "pool.h"
 #include "registry.h"
+#include "store.h"
 #include "util.h"
 #include "wisp_cli.h"
 
@@ -21,7 +22,7 @@ static void usage(FILE *out)
     (void)fprintf(out, "Usage: wisp <command> [options]\n"
                        "\n"
                        "Commands:\n"
-                       "  run DIR [--event JSON|@FILE] [--topic TOPIC] [--log-level L]\n"
+                       "  run DIR [--event JSON|@FILE] [--topic TOPIC] [--data DIR]\n"
                        "        run the function in DIR once, print what it published and logged;\n"
                        "        exits 1 when the handler fails\n"
                        "  validate DIR...\n"
@@ -40,12 +41,15 @@ static void usage(FILE *out)
 static void run_usage(FILE *out)
 {
     (void)fprintf(out,
-                  "Usage: wisp run DIR [--event JSON|@FILE] [--topic TOPIC] [--log-level L]\n"
+                  "Usage: wisp run DIR [--event JSON|@FILE] [--topic TOPIC] [--data DIR]\n"
+                  "                [--log-level L]\n"
                   "\n"
                   "  DIR            a function folder (function.json + handler)\n"
                   "  --event JSON   the event payload, inline or @file (default: {})\n"
                   "  --topic TOPIC  event.subject (default: the first MQTT trigger's filter with\n"
                   "                 wildcards replaced by \"test\")\n"
+                  "  --data DIR     keep ctx.state in DIR/store (inspect it with `wisp state`);\n"
+                  "                 default: a throwaway store, removed afterwards\n"
                   "  --log-level L  debug, info (default), warn or error\n"
                   "\n"
                   "Published messages go to stdout, one per line: TOPIC qos=N retain=B PAYLOAD.\n"
@@ -119,10 +123,75 @@ static int read_event(const char *arg, char **payload, size_t *len)
     return rc;
 }
 
-static int run_once(struct wisp_fnspec *spec, const char *subject, const char *payload, size_t len)
+/* Prints (and deletes) what the run put in the outbox: the publishes of
+ * an invocation that wrote state wait there for the commit. */
+static void print_outbox(struct wisp_store *store)
+{
+    struct wisp_out_view v[16];
+    int n;
+    uint64_t after = 0;
+    while ((n = wisp_store_outbox_next(store, after, v, WISP_ARRAY_LEN(v))) > 0) {
+        for (int i = 0; i < n; i++) {
+            (void)print_publish(NULL, v[i].topic, v[i].payload, v[i].len, v[i].qos, v[i].retain);
+            (void)wisp_store_outbox_del(store, v[i].seq);
+            after = v[i].seq;
+        }
+    }
+    (void)wisp_store_commit(store);
+}
+
+/* The store ctx.state uses: DIR/store with --data DIR, else a throwaway
+ * one in a temp dir (tmpdir receives its path, to remove afterwards). */
+static struct wisp_store *open_run_store(const char *data, char *tmpdir, size_t cap)
+{
+    tmpdir[0] = '\0';
+    if (!data) {
+        const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+        (void)snprintf(tmpdir, cap, "%s/wisp-run.XXXXXX", base);
+        if (!mkdtemp(tmpdir)) {
+            (void)fprintf(stderr, "wisp run: cannot make a temp dir: %s\n", strerror(errno));
+            tmpdir[0] = '\0';
+            return NULL;
+        }
+        data = tmpdir;
+    }
+    struct wisp_store_config c = {.dir = data};
+    struct wisp_store *store = NULL;
+    char err[512];
+    if (wisp_store_open(&c, &store, err, sizeof(err)) != 0)
+        (void)fprintf(stderr, "wisp run: %s\n", err);
+    return store;
+}
+
+static void remove_tree(const char *dir)
+{
+    char *store = wisp_path_join(dir, "store");
+    const char *files[] = {"data.mdb", "lock.mdb"};
+    for (size_t i = 0; store && i < WISP_ARRAY_LEN(files); i++) {
+        char *f = wisp_path_join(store, files[i]);
+        if (f)
+            (void)unlink(f);
+        free(f);
+    }
+    if (store)
+        (void)rmdir(store);
+    free(store);
+    (void)rmdir(dir);
+}
+
+static int run_once(struct wisp_fnspec *spec, const char *subject, const char *payload, size_t len,
+                    const char *data)
 {
     struct wisp_loop *loop = NULL;
     struct wisp_pool *pool = NULL;
+    char tmpdir[512];
+    struct wisp_store *store = open_run_store(data, tmpdir, sizeof(tmpdir));
+    if (!store) {
+        wisp_fnspec_destroy(spec);
+        if (tmpdir[0])
+            remove_tree(tmpdir);
+        return 2;
+    }
     struct run_state st = {.outcome = WISP_OUTCOME_CRASH};
     char id[40];
     const char *name = spec->name;
@@ -132,8 +201,11 @@ static int run_once(struct wisp_fnspec *spec, const char *subject, const char *p
     spec->retry_max = 0;
     free(spec->retry_dead_letter);
     spec->retry_dead_letter = NULL;
-    struct wisp_pool_config pc = {
-        .max_executors = 1, .idle_timeout_ms = 0, .queue_max = 1, .device = "local"};
+    struct wisp_pool_config pc = {.max_executors = 1,
+                                  .idle_timeout_ms = 0,
+                                  .queue_max = 1,
+                                  .device = "local",
+                                  .store = store};
     struct wisp_pool_hooks hooks = {.spawn = wisp_executor_spawn_direct,
                                     .publish = print_publish,
                                     .on_report = on_report,
@@ -159,12 +231,17 @@ out:
     wisp_loop_destroy(loop);
     while (waitpid(-1, NULL, 0) > 0)
         ;
+    if (wisp_store_commit(store) == 0)
+        print_outbox(store);
+    wisp_store_close(store);
+    if (tmpdir[0])
+        remove_tree(tmpdir);
     return st.outcome == WISP_OUTCOME_OK ? 0 : 1;
 }
 
 static int cmd_run(int argc, char **argv)
 {
-    const char *dir = NULL, *event = "{}", *topic = NULL;
+    const char *dir = NULL, *event = "{}", *topic = NULL, *data = NULL;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             run_usage(stdout);
@@ -173,6 +250,8 @@ static int cmd_run(int argc, char **argv)
             event = argv[++i];
         } else if (strcmp(argv[i], "--topic") == 0 && i + 1 < argc) {
             topic = argv[++i];
+        } else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
+            data = argv[++i];
         } else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) {
             int l = wisp_log_level_parse(argv[++i]);
             if (l < 0) {
@@ -209,7 +288,7 @@ static int cmd_run(int argc, char **argv)
         (void)snprintf(subject, sizeof(subject), "%s", topic); /* long topics are cut */
     else
         default_subject(spec, subject, sizeof(subject));
-    int rc = run_once(spec, subject, payload, len);
+    int rc = run_once(spec, subject, payload, len, data);
     free(payload);
     return rc;
 }

@@ -55,6 +55,9 @@ static const struct opt opts[] = {
     {"mqtt.tls.key", "tls-key", OPT_STR, OFF(tls_key), NULL, 0, 0, "client private key (PEM)"},
     {"mqtt.tls.insecure", NULL, OPT_BOOL, OFF(tls_insecure), "false", 0, 0,
      "do not verify the broker's certificate (testing only)"},
+    {"mqtt.durable_session_expiry_s", NULL, OPT_INT, OFF(durable_expiry_s), "604800", 0, INT_MAX,
+     "MQTT 5: how long the broker keeps the durable session (and queues its messages) after "
+     "wispd disconnects; 0: forever"},
     {"executors.max", "max-executors", OPT_INT, OFF(executors_max), "16", 1, 1024,
      "executor processes gateway-wide"},
     {"executors.idle_timeout_ms", "idle-timeout-ms", OPT_INT, OFF(idle_timeout_ms), "60000", 0,

@@ -30,6 +30,7 @@ struct wisp_config {
     char *tls_cert;
     char *tls_key;
     bool tls_insecure;
+    int durable_expiry_s; /* the durable session's expiry after a disconnect (MQTT 5) */
     /* executors */
     int executors_max;
     int idle_timeout_ms;

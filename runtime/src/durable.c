@@ -41,6 +41,7 @@ struct wisp_durable {
     uint64_t first_pending_ns; /* when the batch got its first change (0: none) */
     size_t pass_arrivals;      /* durable messages taken in the current loop pass */
     bool urgent;               /* the batch holds changes something waits for */
+    uint64_t maintained_ns;    /* last wisp_store_maintain */
     /* Outbox sending: entries up to sent_upto were handed to Paho; a failed
      * one rewinds to just before it once the window has drained. */
     uint64_t sent_upto;
@@ -162,10 +163,18 @@ static void on_message(void *ud, uint16_t pid, int qos, bool dup, bool retain, c
         log_error("out of memory: message %u is acknowledged at the next connection", pid);
 }
 
+static void send_outbox(struct wisp_durable *d);
+
 static void on_sess_connected(void *ud, bool session_present)
 {
-    (void)ud;
+    struct wisp_durable *d = ud;
     log_info("durable session up (%s session)", session_present ? "resumed" : "new");
+    send_outbox(d);
+}
+
+static void on_sess_published(void *ud, uint64_t token, bool ok)
+{
+    wisp_durable_on_delivered(ud, token, ok);
 }
 
 static void on_sess_lost(void *ud, const char *why)
@@ -201,11 +210,13 @@ void wisp_durable_set_subscriptions(struct wisp_durable *d, const char *const *f
             .reconnect_min_ms = c->reconnect_min_ms,
             .reconnect_max_ms = c->reconnect_max_ms,
             .max_packet = (uint32_t)c->max_payload_kb * 1024u + 65536u,
+            .session_expiry_s = (uint32_t)c->durable_expiry_s, /* 0: never */
         };
         struct wisp_msess_hooks h = {
             .on_message = on_message,
             .on_connected = on_sess_connected,
             .on_lost = on_sess_lost,
+            .on_published = on_sess_published,
             .ud = d,
         };
         char err[256];
@@ -231,9 +242,22 @@ void wisp_durable_stop_intake(struct wisp_durable *d)
 
 /* ---- outbox ---- */
 
+/* One outbox message, through the durable session when there is one (it
+ * sets TCP_NODELAY; Paho does not, and then each QoS 1 message waits for a
+ * delayed ACK), else through Paho. */
+static int send_one(struct wisp_durable *d, const struct wisp_out_view *v)
+{
+    int qos = v->qos > 0 ? v->qos : 1;
+    if (d->sess)
+        return wisp_msess_publish(d->sess, v->topic, v->payload, v->len, qos, v->retain != 0,
+                                  v->msg_id, v->seq);
+    return wisp_mqtt_publish_tracked(d->mqtt, v->topic, v->payload, v->len, qos, v->retain,
+                                     v->msg_id, v->seq);
+}
+
 static void send_outbox(struct wisp_durable *d)
 {
-    if (!d->mqtt)
+    if (!d->mqtt && !d->sess)
         return;
     if (d->rewind) {
         if (d->inflight > 0)
@@ -249,9 +273,7 @@ static void send_outbox(struct wisp_durable *d)
         if (n <= 0)
             return;
         for (int i = 0; i < n; i++) {
-            int rc = wisp_mqtt_publish_tracked(d->mqtt, v[i].topic, v[i].payload, v[i].len,
-                                               v[i].qos > 0 ? v[i].qos : 1, v[i].retain,
-                                               v[i].msg_id, v[i].seq);
+            int rc = send_one(d, &v[i]);
             if (rc == -EINVAL) {
                 /* Cannot ever be sent (it was checked when stored): drop it. */
                 log_error("outbox: message %llu to %s cannot be sent; dropped",
@@ -259,7 +281,8 @@ static void send_outbox(struct wisp_durable *d)
                 (void)wisp_store_outbox_del(d->store, v[i].seq);
                 note_change(d);
             } else if (rc != 0) {
-                return; /* Paho's buffer is full: go on at the next completion */
+                return; /* not connected or the window is full: go on at the next
+                           completion or connect */
             } else {
                 d->inflight++;
             }
@@ -314,6 +337,10 @@ int wisp_durable_after_pass(struct wisp_durable *d, uint64_t now)
 {
     if (d->sess)
         wisp_msess_tick(d->sess, now);
+    if (now - d->maintained_ns >= 60ULL * 1000000000ULL) {
+        d->maintained_ns = now; /* stale readers (a killed `wisp state`) are cleared */
+        wisp_store_maintain(d->store);
+    }
     if (d->pool && wisp_pool_take_urgent(d->pool))
         d->urgent = true;
     if (wisp_store_pending(d->store) > 0 && !d->first_pending_ns)
@@ -370,10 +397,11 @@ void wisp_durable_log_stats(const struct wisp_durable *d)
 {
     wisp_log_emit_fields(WISP_LOG_INFO, "stats",
                          "store commits=%llu inbox=%zu outbox=%zu outbox_bytes=%llu "
-                         "delivered=%llu resent=%llu duplicates=%llu meter=%zu",
+                         "outbox_dropped=%llu delivered=%llu resent=%llu duplicates=%llu meter=%zu",
                          (unsigned long long)d->commits, wisp_store_inbox_count(d->store),
                          wisp_store_outbox_count(d->store),
                          (unsigned long long)wisp_store_outbox_bytes(d->store),
+                         (unsigned long long)wisp_store_outbox_dropped(d->store),
                          (unsigned long long)d->delivered, (unsigned long long)d->resent,
                          (unsigned long long)d->duplicates, wisp_store_meter_count(d->store));
 }

@@ -273,6 +273,23 @@ static int parse_retry(const cJSON *root, struct wisp_fnspec *spec, char *err, s
     return dup_to(&spec->retry_dead_letter, dl);
 }
 
+/* "output": {"envelope": "none" | "cloudevents"} */
+static int parse_output(const cJSON *root, struct wisp_fnspec *spec, char *err, size_t errlen)
+{
+    static const char *const keys[] = {"envelope"};
+    const cJSON *o;
+    const char *env;
+    int rc;
+    if ((rc = get_section(root, "output", keys, WISP_ARRAY_LEN(keys), &o, err, errlen)) ||
+        (rc = wisp_fnspec_get_str(o, "output", "envelope", 0, 32, &env, err, errlen)))
+        return rc;
+    if (env && strcmp(env, "cloudevents") != 0 && strcmp(env, "none") != 0)
+        return bad_value("output.envelope", "must be \"none\" or \"cloudevents\"",
+                         ITEM(o, "envelope"), err, errlen);
+    spec->envelope = env && strcmp(env, "cloudevents") == 0;
+    return 0;
+}
+
 static int parse_env_var(const cJSON *o, const cJSON *c, struct wisp_env_var *var, char *err,
                          size_t errlen)
 {
@@ -331,7 +348,7 @@ static int parse_env(const cJSON *root, struct wisp_fnspec *spec, char *err, siz
 static int parse_root(const cJSON *root, struct wisp_fnspec *spec, char *err, size_t errlen)
 {
     static const char *const keys[] = {"name",     "description", "version", "runtime", "handler",
-                                       "triggers", "limits",      "retry",   "env"};
+                                       "triggers", "limits",      "retry",   "output",  "env"};
     int rc;
     if (!cJSON_IsObject(root))
         return bad_value("(root)", "must be a JSON object", root, err, errlen);
@@ -339,7 +356,8 @@ static int parse_root(const cJSON *root, struct wisp_fnspec *spec, char *err, si
         (rc = parse_identity(root, spec, err, errlen)) ||
         (rc = parse_handler(root, spec, err, errlen)) ||
         (rc = parse_triggers(root, spec, err, errlen)) ||
-        (rc = parse_limits(root, spec, err, errlen)) || (rc = parse_retry(root, spec, err, errlen)))
+        (rc = parse_limits(root, spec, err, errlen)) ||
+        (rc = parse_retry(root, spec, err, errlen)) || (rc = parse_output(root, spec, err, errlen)))
         return rc;
     return parse_env(root, spec, err, errlen);
 }

@@ -93,6 +93,7 @@ struct wisp_fnspec {
     uint32_t retry_max;
     uint32_t retry_backoff_ms;
     char *retry_dead_letter; /* topic or NULL */
+    bool envelope;           /* output.envelope "cloudevents": messages wrapped in a CloudEvent */
     struct wisp_env_var *env;
     size_t n_env;
 };

@@ -189,6 +189,45 @@ size_t mqtt_encode_ack(uint8_t *out, size_t cap, enum mqtt_type type, uint16_t p
     return w.len;
 }
 
+size_t mqtt_encode_pubrel(uint8_t *out, size_t cap, uint16_t pid)
+{
+    struct wr w;
+    (void)begin(&w, out, cap, (MQTT_PUBREL << 4) | 0x02, 2);
+    put16(&w, pid);
+    return w.len;
+}
+
+size_t mqtt_encode_publish(uint8_t *out, size_t cap, int version, const struct mqtt_pubmsg *m)
+{
+    bool user = version == 5 && m->user_key;
+    if (m->qos > 2 || (m->qos > 0 && m->pid == 0) || (m->qos == 0 && m->dup) ||
+        m->topic_len > MQTT_MAX_STRING || m->payload_len > MQTT_MAX_REMAINING ||
+        (user && (m->user_key_len > MQTT_MAX_STRING || m->user_value_len > MQTT_MAX_STRING)))
+        return 0;
+    size_t props = user ? 1 + 2 + m->user_key_len + 2 + m->user_value_len : 0;
+    size_t rem = 2 + m->topic_len + (m->qos ? 2 : 0) + m->payload_len;
+    if (version == 5)
+        rem += mqtt_varint_size((uint32_t)props) + props;
+    uint8_t first = (uint8_t)((MQTT_PUBLISH << 4) | (m->dup ? 0x08 : 0) | (m->qos << 1) |
+                              (m->retain ? 0x01 : 0));
+    struct wr w;
+    if (!begin(&w, out, cap, first, rem))
+        return 0;
+    put_str(&w, m->topic, m->topic_len);
+    if (m->qos)
+        put16(&w, m->pid);
+    if (version == 5) {
+        put_varint(&w, (uint32_t)props);
+        if (user) {
+            put8(&w, 0x26);
+            put_str(&w, m->user_key, m->user_key_len);
+            put_str(&w, m->user_value, m->user_value_len);
+        }
+    }
+    put_bytes(&w, m->payload, m->payload_len);
+    return w.len;
+}
+
 size_t mqtt_encode_pingreq(uint8_t *out, size_t cap)
 {
     struct wr w;
@@ -442,6 +481,12 @@ static int prop_value(struct rd *r, uint32_t id, struct mqtt_props *pr, const ch
         pr->has_max_qos = true;
         pr->max_qos = b;
         break;
+    case 0x25:
+        if (b > 1)
+            return PROTOCOL(why, "Retain Available is not 0 or 1");
+        pr->has_retain_available = true;
+        pr->retain_available = b;
+        break;
     case 0x27:
         if (four == 0)
             return PROTOCOL(why, "Maximum Packet Size 0");
@@ -578,6 +623,34 @@ int mqtt_decode_pubrel(int version, uint8_t first, const uint8_t *b, size_t n, s
     }
     if (left(&r) != 0)
         return MALFORMED(why, "PUBREL has trailing bytes");
+    return 0;
+}
+
+int mqtt_decode_puback(int version, uint8_t first, const uint8_t *b, size_t n, struct mqtt_ack *out,
+                       const char **why)
+{
+    memset(out, 0, sizeof(*out));
+    int type = first >> 4;
+    if (type != MQTT_PUBACK && type != MQTT_PUBREC && type != MQTT_PUBCOMP)
+        return MALFORMED(why, "not a PUBACK, PUBREC or PUBCOMP");
+    int rc = check_flags(first, 0, why);
+    if (rc)
+        return rc;
+    struct rd r = {b, n, 0};
+    if (!get16(&r, &out->pid))
+        return MALFORMED(why, "PUBACK/PUBREC/PUBCOMP shorter than 2 bytes");
+    if (out->pid == 0)
+        return MALFORMED(why, "PUBACK/PUBREC/PUBCOMP packet identifier 0");
+    if (version == 5 && left(&r) > 0) {
+        (void)get8(&r, &out->code);
+        if (left(&r) > 0) {
+            rc = get_props(&r, &out->props, why);
+            if (rc)
+                return rc;
+        }
+    }
+    if (left(&r) != 0)
+        return MALFORMED(why, "PUBACK/PUBREC/PUBCOMP has trailing bytes");
     return 0;
 }
 

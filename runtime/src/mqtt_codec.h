@@ -1,8 +1,9 @@
 /*
  * MQTT 3.1.1 / 5 packet codec for the durable session (msess.c): pure
- * functions, no I/O, no allocation. Only the packets a subscribing client
- * sends (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PUBACK, PUBREC, PUBCOMP, PINGREQ,
- * DISCONNECT) are encoded, and only those a broker sends it are decoded.
+ * functions, no I/O, no allocation. Only the packets a client sends
+ * (CONNECT, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP, SUBSCRIBE,
+ * UNSUBSCRIBE, PINGREQ, DISCONNECT) are encoded, and only those a broker
+ * sends it are decoded.
  *
  * Encoders work like snprintf: they return the packet's full size and
  * write it only when it fits in cap (out may be NULL with cap 0 to size
@@ -85,6 +86,7 @@ struct mqtt_filter {
 struct mqtt_props {
     bool has_session_expiry, has_receive_max, has_max_packet, has_server_keepalive;
     bool has_topic_alias, has_topic_alias_max, has_max_qos, has_assigned_id;
+    bool has_retain_available;
     uint32_t session_expiry;
     uint16_t receive_max;
     uint32_t max_packet;
@@ -92,6 +94,7 @@ struct mqtt_props {
     uint16_t topic_alias;
     uint16_t topic_alias_max;
     uint8_t max_qos;
+    uint8_t retain_available;
     const uint8_t *assigned_id; /* Assigned Client Identifier */
     size_t assigned_id_len;
     const uint8_t *reason; /* Reason String, NULL when absent */
@@ -117,10 +120,26 @@ struct mqtt_publish {
     size_t payload_len;
 };
 
-/* PUBREL (pid, code), SUBACK and UNSUBACK (pid, codes). */
+/* An outbound PUBLISH. */
+struct mqtt_pubmsg {
+    const char *topic;
+    size_t topic_len;
+    const void *payload; /* may be NULL when payload_len is 0 */
+    size_t payload_len;
+    uint8_t qos;
+    bool retain, dup;
+    uint16_t pid;         /* QoS 1/2 only, non-zero */
+    const char *user_key; /* v5: one User Property when non-NULL (ignored in v4) */
+    size_t user_key_len;
+    const char *user_value;
+    size_t user_value_len;
+};
+
+/* PUBACK, PUBREC, PUBREL, PUBCOMP (pid, code), SUBACK and UNSUBACK (pid,
+ * codes). */
 struct mqtt_ack {
     uint16_t pid;
-    uint8_t code;         /* PUBREL reason code (0 when absent) */
+    uint8_t code;         /* PUBACK/PUBREC/PUBREL/PUBCOMP reason code (0 when absent) */
     const uint8_t *codes; /* SUBACK/UNSUBACK reason codes; NULL for a v4 UNSUBACK */
     size_t ncodes;
     struct mqtt_props props;
@@ -149,6 +168,12 @@ size_t mqtt_encode_unsubscribe(uint8_t *out, size_t cap, int version, uint16_t p
 size_t mqtt_filter_size(size_t filter_len, bool unsub);
 /* PUBACK, PUBREC or PUBCOMP with reason Success (v5 omits it: remaining 2). */
 size_t mqtt_encode_ack(uint8_t *out, size_t cap, enum mqtt_type type, uint16_t pid);
+/* PUBREL with reason Success (v5 omits it: remaining 2). */
+size_t mqtt_encode_pubrel(uint8_t *out, size_t cap, uint16_t pid);
+/* PUBLISH; 0 for a QoS above 2, a missing pid at QoS 1/2, DUP at QoS 0, a
+ * string over 65535 bytes or a remaining length over the maximum. The
+ * topic is not checked (see wisp_topic_name_valid). */
+size_t mqtt_encode_publish(uint8_t *out, size_t cap, int version, const struct mqtt_pubmsg *m);
 size_t mqtt_encode_pingreq(uint8_t *out, size_t cap);
 /* v4: no body; v5: the reason code, no properties (Session Expiry kept). */
 size_t mqtt_encode_disconnect(uint8_t *out, size_t cap, int version, uint8_t reason);
@@ -158,6 +183,9 @@ int mqtt_decode_connack(int version, uint8_t first, const uint8_t *b, size_t n,
 int mqtt_decode_publish(int version, uint8_t first, const uint8_t *b, size_t n,
                         struct mqtt_publish *out, const char **why);
 int mqtt_decode_pubrel(int version, uint8_t first, const uint8_t *b, size_t n, struct mqtt_ack *out,
+                       const char **why);
+/* PUBACK, PUBREC or PUBCOMP, by the type in first. */
+int mqtt_decode_puback(int version, uint8_t first, const uint8_t *b, size_t n, struct mqtt_ack *out,
                        const char **why);
 /* SUBACK or UNSUBACK, by the type in first. */
 int mqtt_decode_suback(int version, uint8_t first, const uint8_t *b, size_t n, struct mqtt_ack *out,

@@ -14,6 +14,23 @@
  * application's ack (QoS 1 or 2), or PUBREC sent and awaiting PUBREL. The
  * table is cleared when a connection ends, which is what makes an ack for a
  * message from an earlier connection return -ENOTCONN.
+ *
+ * Outbound packet identifiers (our PUBLISH at QoS 1/2, SUBSCRIBE,
+ * UNSUBSCRIBE) share one space, kept in a table indexed by the identifier
+ * (op) that grows with the number in use: an identifier is taken round
+ * robin among the free entries and only the table doubles when none is
+ * free. Publishes in flight are also linked in the order they were written,
+ * and QoS 0 publishes wait in a FIFO (q0) until the socket took their last
+ * byte (stream offsets out_total/sent_total). Completions of QoS 1/2 are
+ * reported while the acknowledgement is handled, after the QoS 0 ones
+ * already written; the other QoS 0 completions at the end of the I/O
+ * callback or tick, never from inside wisp_msess_publish.
+ * When the connection ends every publish still in flight fails, in the
+ * order written; a QoS 2 identifier the broker may still hold (PUBREC
+ * received, or the PUBLISH written) stays reserved (OP_RELEASE) and is
+ * released with PUBREL when the next connection resumes the session, so a
+ * new message never reuses an identifier the broker would take for a
+ * duplicate.
  */
 #define WISP_LOG_MODULE "msess"
 #include "msess.h"
@@ -45,8 +62,16 @@ enum {
     READ_CHUNK = 16384,
     READ_BUDGET = 256 * 1024, /* bytes read per I/O callback before yielding */
     OUT_MAX = 1 << 20,        /* unsent bytes before the connection is dropped */
+    PUB_CAP = OUT_MAX / 2,    /* unsent bytes from which publishes get -ENOBUFS */
+    OUT_KEEP = 2 * OUT_MAX,   /* a drained output buffer above this is freed */
     SUB_PACKET_MAX = 16384,   /* SUBSCRIBE packets are split above this */
     NPIDS = 65536,
+    OP_MIN = 16, /* first size of the outbound identifier table */
+    /* MQTT 3.1.1 has no Receive Maximum, but brokers still limit the QoS 2
+     * messages they hold for a client: mosquitto (max_inflight_messages,
+     * 20 by default) answers the 21st with a PUBREC and drops it, which a
+     * 3.1.1 client cannot tell from success. Stay within that default. */
+    V4_QOS2_WINDOW = 20,
 };
 
 enum state {
@@ -61,6 +86,29 @@ enum pid_state {
     PID_QOS1_WAIT, /* delivered, waiting for wisp_msess_ack */
     PID_QOS2_WAIT, /* delivered, waiting for wisp_msess_ack */
     PID_QOS2_REC,  /* PUBREC sent, waiting for PUBREL */
+};
+
+/* States of outbound packet identifiers (struct opub). */
+enum op_state {
+    OP_FREE = 0,
+    OP_REQ,     /* a SUBSCRIBE or UNSUBSCRIBE (struct req) */
+    OP_PUBACK,  /* QoS 1 PUBLISH written, waiting for PUBACK */
+    OP_PUBREC,  /* QoS 2 PUBLISH written, waiting for PUBREC */
+    OP_PUBCOMP, /* PUBREL written, waiting for PUBCOMP */
+    OP_RELEASE, /* QoS 2 from an earlier connection, already reported: PUBREL on resume */
+};
+
+/* One outbound packet identifier. */
+struct opub {
+    uint64_t token;
+    uint64_t end;        /* out_total after the PUBLISH: its place in the send order */
+    uint16_t prev, next; /* publishes in flight in send order; 0: none */
+    uint8_t state;       /* enum op_state */
+};
+
+/* A QoS 0 publish waiting for its last byte to leave. */
+struct q0ent {
+    uint64_t token, end;
 };
 
 struct sub {
@@ -113,7 +161,23 @@ struct wisp_msess {
     uint8_t *pid_state; /* NPIDS entries of enum pid_state */
     unsigned inflight;  /* QoS 1/2 messages not yet PUBACKed or PUBCOMPed */
     struct req *reqs;
-    uint16_t next_pid;
+
+    /* outbound */
+    struct opub *op;  /* op_cap entries, indexed by packet identifier */
+    struct q0ent *q0; /* ring of q0_cap (0 or a power of two) */
+    size_t q0_cap, q0_head, q0_n;
+    uint64_t out_total, sent_total; /* bytes queued / sent on this connection */
+    size_t pub_max_len;             /* the largest PUBLISH queued on this connection */
+    uint32_t op_cap;                /* 0 or a power of two up to NPIDS */
+    uint32_t pids_used;             /* entries not OP_FREE */
+    uint32_t nrelease;              /* entries in OP_RELEASE */
+    uint32_t npub;                  /* QoS 1/2 publishes in flight */
+    uint32_t nq2;                   /* ... of which QoS 2 */
+    uint32_t out_window;            /* the broker's Receive Maximum */
+    uint16_t next_pid;              /* the last outbound identifier taken */
+    uint16_t op_head, op_tail;      /* send order of publishes in flight */
+    uint8_t server_max_qos;
+    bool server_retain;
 
     bool paused;
     bool rx_backlog; /* whole packets left in the input buffer (paused) */
@@ -175,6 +239,7 @@ static void flush_out(struct wisp_msess *s)
         ssize_t n = send(s->fd, s->out + s->out_off, s->out_len - s->out_off, MSG_NOSIGNAL);
         if (n > 0) {
             s->out_off += (size_t)n;
+            s->sent_total += (uint64_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -184,38 +249,56 @@ static void flush_out(struct wisp_msess *s)
         fail(s, 0, false, "write: %s", n < 0 ? strerror(errno) : "nothing written");
         return;
     }
-    if (s->out_off == s->out_len)
+    if (s->out_off == s->out_len) {
         s->out_off = s->out_len = 0;
+        if (s->out_cap > OUT_KEEP) { /* after a very large PUBLISH */
+            free(s->out);
+            s->out = NULL;
+            s->out_cap = 0;
+        }
+    }
     set_interest(s);
 }
 
-/* Room for n more output bytes, or NULL (the connection is failed). */
-static uint8_t *out_reserve(struct wisp_msess *s, size_t n)
+/* Room for n more output bytes, or NULL (out of memory). */
+static uint8_t *out_grow(struct wisp_msess *s, size_t n)
 {
     if (s->out_off > 0 && s->out_off == s->out_len)
         s->out_off = s->out_len = 0;
-    if (s->out_len - s->out_off + n > OUT_MAX) {
-        fail(s, 0, false, "%zu bytes unsent: the broker is not reading", s->out_len - s->out_off);
-        return NULL;
-    }
     if (s->out_cap - s->out_len < n && s->out_off > 0) {
         memmove(s->out, s->out + s->out_off, s->out_len - s->out_off);
         s->out_len -= s->out_off;
         s->out_off = 0;
     }
     if (s->out_cap - s->out_len < n) {
+        if (n > SIZE_MAX / 4 - s->out_len)
+            return NULL;
         size_t cap = s->out_cap ? s->out_cap : 256;
         while (cap - s->out_len < n)
             cap *= 2;
         uint8_t *p = realloc(s->out, cap);
-        if (!p) {
-            fail(s, 0, false, "out of memory");
+        if (!p)
             return NULL;
-        }
         s->out = p;
         s->out_cap = cap;
     }
     return s->out + s->out_len;
+}
+
+/* Room for n more output bytes of a control packet, or NULL (the
+ * connection is failed). Publishes stop at PUB_CAP unsent bytes, so the
+ * limit only trips when the broker stops reading. */
+static uint8_t *out_reserve(struct wisp_msess *s, size_t n)
+{
+    size_t unsent = s->out_len - s->out_off;
+    if (unsent + n > OUT_MAX + s->pub_max_len) {
+        fail(s, 0, false, "%zu bytes unsent: the broker is not reading", unsent);
+        return NULL;
+    }
+    uint8_t *p = out_grow(s, n);
+    if (!p)
+        fail(s, 0, false, "out of memory");
+    return p;
 }
 
 /* Appends an encoded packet of n bytes (already written at the reserved
@@ -223,6 +306,7 @@ static uint8_t *out_reserve(struct wisp_msess *s, size_t n)
 static void out_commit(struct wisp_msess *s, size_t n, uint64_t now)
 {
     s->out_len += n;
+    s->out_total += n;
     s->last_tx_ns = now;
     flush_out(s);
 }
@@ -243,11 +327,197 @@ static void free_subs(struct sub *subs, size_t n)
     free(subs);
 }
 
+/* ---- outbound packet identifiers ---- */
+
+static bool pid_taken(const struct wisp_msess *s, uint32_t pid)
+{
+    return pid < s->op_cap && s->op[pid].state != OP_FREE;
+}
+
+/* Takes a free outbound packet identifier for state: the next free one
+ * after the last taken, or the first of a doubled table when none is free.
+ * 0 when all 65535 are in use or on OOM. */
+static uint16_t take_pid(struct wisp_msess *s, enum op_state state)
+{
+    if (s->pids_used >= NPIDS - 1)
+        return 0;
+    uint32_t pid = s->next_pid;
+    if (s->op_cap > 0 && s->pids_used < s->op_cap - 1) {
+        do
+            pid = pid + 1 >= s->op_cap ? 1 : pid + 1;
+        while (s->op[pid].state != OP_FREE);
+    } else {
+        uint32_t cap = s->op_cap ? s->op_cap * 2 : OP_MIN;
+        if (cap > NPIDS)
+            cap = NPIDS;
+        struct opub *p = realloc(s->op, cap * sizeof(*p));
+        if (!p)
+            return 0;
+        memset(p + s->op_cap, 0, (cap - s->op_cap) * sizeof(*p));
+        pid = s->op_cap ? s->op_cap : 1;
+        s->op = p;
+        s->op_cap = cap;
+    }
+    s->next_pid = (uint16_t)pid;
+    memset(&s->op[pid], 0, sizeof(s->op[pid]));
+    s->op[pid].state = (uint8_t)state;
+    s->pids_used++;
+    return (uint16_t)pid;
+}
+
+static void free_pid(struct wisp_msess *s, uint16_t pid)
+{
+    if (!pid_taken(s, pid))
+        return;
+    if (s->op[pid].state == OP_RELEASE)
+        s->nrelease--;
+    s->op[pid].state = OP_FREE;
+    s->pids_used--;
+}
+
+/* Appends publish pid to the send order. */
+static void link_pub(struct wisp_msess *s, uint16_t pid)
+{
+    struct opub *e = &s->op[pid];
+    e->prev = s->op_tail;
+    e->next = 0;
+    if (s->op_tail)
+        s->op[s->op_tail].next = pid;
+    else
+        s->op_head = pid;
+    s->op_tail = pid;
+    s->npub++;
+    if (e->state != OP_PUBACK)
+        s->nq2++;
+}
+
+static void unlink_pub(struct wisp_msess *s, uint16_t pid)
+{
+    struct opub *e = &s->op[pid];
+    if (e->prev)
+        s->op[e->prev].next = e->next;
+    else
+        s->op_head = e->next;
+    if (e->next)
+        s->op[e->next].prev = e->prev;
+    else
+        s->op_tail = e->prev;
+    e->prev = e->next = 0;
+    s->npub--;
+    if (e->state != OP_PUBACK)
+        s->nq2--;
+}
+
+/* The i-th QoS 0 entry from the oldest (i < q0_n). */
+static struct q0ent *q0_at(const struct wisp_msess *s, size_t i)
+{
+    return &s->q0[(s->q0_head + i) & (s->q0_cap - 1)];
+}
+
+/* Room for one more QoS 0 entry; false on OOM. */
+static bool q0_reserve(struct wisp_msess *s)
+{
+    if (s->q0_n < s->q0_cap)
+        return true;
+    size_t cap = s->q0_cap ? s->q0_cap * 2 : 64;
+    struct q0ent *q = malloc(cap * sizeof(*q));
+    if (!q)
+        return false;
+    for (size_t i = 0; i < s->q0_n; i++)
+        q[i] = *q0_at(s, i);
+    free(s->q0);
+    s->q0 = q;
+    s->q0_cap = cap;
+    s->q0_head = 0;
+    return true;
+}
+
+static struct q0ent q0_pop(struct wisp_msess *s)
+{
+    struct q0ent e = *q0_at(s, 0);
+    s->q0_head = (s->q0_head + 1) & (s->q0_cap - 1);
+    s->q0_n--;
+    return e;
+}
+
+static bool q0_written(const struct wisp_msess *s)
+{
+    return s->q0_n > 0 && q0_at(s, 0)->end <= s->sent_total;
+}
+
+static void published(struct wisp_msess *s, uint64_t token, bool ok)
+{
+    if (ok)
+        s->st.published++;
+    if (s->hooks.on_published)
+        s->hooks.on_published(s->hooks.ud, token, ok);
+}
+
+/* Reports the QoS 0 publishes the socket has taken; not those the hooks
+ * publish meanwhile (next tick), so a hook that always publishes again
+ * cannot keep this loop going. */
+static void report_written(struct wisp_msess *s)
+{
+    for (size_t n = s->q0_n; n > 0 && q0_written(s); n--)
+        published(s, q0_pop(s).token, true);
+}
+
+/* The connection is gone (the state is no longer ST_UP, so hooks that
+ * publish get -ENOTCONN): every publish still in flight fails, in the
+ * order written, except QoS 0 ones the socket took. */
+static void fail_publishes(struct wisp_msess *s)
+{
+    size_t lost = s->npub;
+    for (size_t i = 0; i < s->q0_n; i++)
+        lost += q0_at(s, i)->end > s->sent_total;
+    if (lost > 0)
+        log_warn("%zu published message(s) not confirmed by the broker: reported as failed", lost);
+    while (s->q0_n > 0 || s->op_head) {
+        if (s->q0_n > 0 && (!s->op_head || q0_at(s, 0)->end < s->op[s->op_head].end)) {
+            struct q0ent e = q0_pop(s);
+            published(s, e.token, e.end <= s->sent_total);
+            continue;
+        }
+        uint16_t pid = s->op_head;
+        struct opub *e = &s->op[pid];
+        uint64_t token = e->token;
+        unlink_pub(s, pid);
+        /* The broker may hold a QoS 2 identifier it has seen: keep it from
+         * new messages until it is released on the next connection. */
+        if (e->state == OP_PUBCOMP || (e->state == OP_PUBREC && e->end <= s->sent_total)) {
+            e->state = OP_RELEASE;
+            s->nrelease++;
+        } else {
+            free_pid(s, pid);
+        }
+        published(s, token, false);
+    }
+}
+
+/* A new connection: PUBREL for the QoS 2 identifiers the broker may hold
+ * when it resumed the session, else forgets them. */
+static void release_pids(struct wisp_msess *s, bool session_present)
+{
+    for (uint32_t pid = 1; pid < s->op_cap && s->nrelease > 0 && !s->fail_pending; pid++) {
+        if (s->op[pid].state != OP_RELEASE)
+            continue;
+        if (!session_present) {
+            free_pid(s, (uint16_t)pid);
+            continue;
+        }
+        uint8_t pkt[4];
+        size_t n = mqtt_encode_pubrel(pkt, sizeof(pkt), (uint16_t)pid);
+        log_debug("PUBREL for packet identifier %u from the previous connection", pid);
+        send_small(s, pkt, n);
+    }
+}
+
 static void free_reqs(struct wisp_msess *s)
 {
     while (s->reqs) {
         struct req *r = s->reqs;
         s->reqs = r->next;
+        free_pid(s, r->pid);
         free_subs(r->subs, r->n);
         free(r);
     }
@@ -266,6 +536,11 @@ static void drop_socket(struct wisp_msess *s)
     s->watch_events = 0;
     s->in_len = s->in_off = 0;
     s->out_len = s->out_off = 0;
+    if (s->out_cap > OUT_KEEP) {
+        free(s->out);
+        s->out = NULL;
+        s->out_cap = 0;
+    }
     s->rx_backlog = false;
     s->ping_out = false;
     s->inflight = 0;
@@ -315,6 +590,7 @@ static void close_conn(struct wisp_msess *s, uint64_t now)
                  delay);
         if (s->hooks.on_lost)
             s->hooks.on_lost(s->hooks.ud, why);
+        fail_publishes(s);
     } else {
         log_warn("connecting to %s:%s failed: %s; retrying in %d ms", s->host, s->port, why, delay);
     }
@@ -357,6 +633,8 @@ static void tcp_up(struct wisp_msess *s, uint64_t now)
     }
     s->state = ST_CONNACK;
     s->last_rx_ns = now;
+    s->out_total = s->sent_total = 0;
+    s->pub_max_len = 0;
     log_debug("TCP connected to %s:%s, sending CONNECT (MQTT %s)", s->host, s->port,
               s->version == 5 ? "5" : "3.1.1");
     send_connect(s, now);
@@ -441,20 +719,6 @@ static void connect_done(struct wisp_msess *s, uint64_t now)
 
 /* ---- subscribing ---- */
 
-static uint16_t alloc_pid(struct wisp_msess *s)
-{
-    for (;;) {
-        s->next_pid = (uint16_t)(s->next_pid + 1);
-        if (s->next_pid == 0)
-            continue;
-        bool used = false;
-        for (const struct req *r = s->reqs; r && !used; r = r->next)
-            used = r->pid == s->next_pid;
-        if (!used)
-            return s->next_pid;
-    }
-}
-
 /* Sends one SUBSCRIBE (or UNSUBSCRIBE) for subs[0..n) and remembers it. */
 static void send_sub_packet(struct wisp_msess *s, const struct sub *subs, size_t n, bool unsub)
 {
@@ -480,12 +744,19 @@ static void send_sub_packet(struct wisp_msess *s, const struct sub *subs, size_t
             return;
         }
     }
-    r->pid = alloc_pid(s);
+    r->pid = take_pid(s, OP_REQ);
     r->unsub = unsub;
+    if (!r->pid) {
+        free_subs(copy, n);
+        free(r);
+        fail(s, 0, false, "no free packet identifier for %s", unsub ? "UNSUBSCRIBE" : "SUBSCRIBE");
+        return;
+    }
     size_t len = unsub ? mqtt_encode_unsubscribe(NULL, 0, s->version, r->pid, f, n)
                        : mqtt_encode_subscribe(NULL, 0, s->version, r->pid, f, n);
     uint8_t *p = len ? out_reserve(s, len) : NULL;
     if (!p) {
+        free_pid(s, r->pid);
         free_subs(copy, n);
         free(r);
         return;
@@ -556,6 +827,7 @@ static void handle_suback(struct wisp_msess *s, uint8_t first, const uint8_t *b,
         return;
     }
     *pp = r->next;
+    free_pid(s, r->pid);
     for (size_t i = 0; a.codes && i < a.ncodes; i++) {
         uint8_t c = a.codes[i];
         const char *f = r->subs[i].filter;
@@ -621,8 +893,17 @@ static void handle_connack(struct wisp_msess *s, uint8_t first, const uint8_t *b
     s->backoff_ms = s->reconnect_min_ms;
     s->ka_s = s->keepalive_s;
     s->server_max_packet = UINT32_MAX;
+    s->out_window = NPIDS - 1;
+    s->server_max_qos = 2;
+    s->server_retain = true;
     if (s->version == 5) {
         const struct mqtt_props *p = &c.props;
+        if (p->has_receive_max)
+            s->out_window = p->receive_max;
+        if (p->has_max_qos)
+            s->server_max_qos = p->max_qos;
+        if (p->has_retain_available)
+            s->server_retain = p->retain_available != 0;
         if (p->has_server_keepalive && p->server_keepalive != s->keepalive_s) {
             log_info("broker sets keepalive to %u s (asked for %d s)", p->server_keepalive,
                      s->keepalive_s);
@@ -651,6 +932,7 @@ static void handle_connack(struct wisp_msess *s, uint8_t first, const uint8_t *b
                  s->client_id, s->version == 5 ? "5" : "3.1.1");
     s->ever_up = true;
     s->last_rx_ns = now;
+    release_pids(s, c.session_present);
     send_subs(s, s->subs, s->nsubs, false);
     if (!s->fail_pending && s->hooks.on_connected)
         s->hooks.on_connected(s->hooks.ud, c.session_present);
@@ -732,6 +1014,68 @@ static void handle_pubrel(struct wisp_msess *s, uint8_t first, const uint8_t *b,
     send_small(s, pkt, len);
 }
 
+static const char *op_waits_for(uint8_t st)
+{
+    return st == OP_PUBACK ? "PUBACK" : st == OP_PUBREC ? "PUBREC" : "PUBCOMP";
+}
+
+/* PUBACK, PUBREC or PUBCOMP for one of our publishes. */
+static void handle_pub_response(struct wisp_msess *s, uint8_t first, const uint8_t *b, size_t n)
+{
+    struct mqtt_ack a;
+    const char *why = NULL;
+    int type = first >> 4;
+    const char *what = mqtt_type_name(type);
+    int rc = mqtt_decode_puback(s->version, first, b, n, &a, &why);
+    if (rc) {
+        fail(s, (uint8_t)rc, true, "malformed %s: %s", what, why);
+        return;
+    }
+    /* QoS 0 messages written before this one was acknowledged complete
+     * first: completions keep the send order when the broker's acks do. */
+    report_written(s);
+    uint8_t st = a.pid < s->op_cap ? s->op[a.pid].state : OP_FREE;
+    if (st == OP_RELEASE && type == MQTT_PUBCOMP) {
+        log_debug("PUBCOMP for packet identifier %u from the previous connection: %s (0x%02X)",
+                  a.pid, mqtt_reason_name(a.code), a.code);
+        free_pid(s, a.pid);
+        return;
+    }
+    if (st != OP_PUBACK && st != OP_PUBREC && st != OP_PUBCOMP) {
+        log_debug("%s for packet identifier %u, which is not in flight: ignored", what, a.pid);
+        return;
+    }
+    uint8_t pkt[4];
+    if (type == MQTT_PUBREC && st == OP_PUBCOMP) { /* PUBREC again: so is PUBREL */
+        log_debug("PUBREC for packet identifier %u again: PUBREL again", a.pid);
+        size_t len = mqtt_encode_pubrel(pkt, sizeof(pkt), a.pid);
+        send_small(s, pkt, len);
+        return;
+    }
+    uint8_t want = type == MQTT_PUBACK ? OP_PUBACK : type == MQTT_PUBREC ? OP_PUBREC : OP_PUBCOMP;
+    if (st != want) {
+        fail(s, MQTT_RC_PROTOCOL_ERROR, true, "%s for packet identifier %u, which waits for %s",
+             what, a.pid, op_waits_for(st));
+        return;
+    }
+    if (type == MQTT_PUBREC && a.code < 0x80) {
+        s->op[a.pid].state = OP_PUBCOMP;
+        size_t len = mqtt_encode_pubrel(pkt, sizeof(pkt), a.pid);
+        send_small(s, pkt, len);
+        return;
+    }
+    uint64_t token = s->op[a.pid].token;
+    unlink_pub(s, a.pid);
+    free_pid(s, a.pid);
+    bool ok = a.code < 0x80;
+    if (!ok)
+        log_warn("broker refused message %llu (%s for packet identifier %u): %s (0x%02X)%s%.*s",
+                 (unsigned long long)token, what, a.pid, mqtt_reason_name(a.code), a.code,
+                 a.props.reason ? ": " : "", (int)a.props.reason_len,
+                 a.props.reason ? (const char *)a.props.reason : "");
+    published(s, token, ok); /* may publish: nothing of a is used after it */
+}
+
 static void handle_disconnect(struct wisp_msess *s, uint8_t first, const uint8_t *b, size_t n)
 {
     struct mqtt_disconnect d;
@@ -766,6 +1110,11 @@ static void handle_packet(struct wisp_msess *s, uint8_t first, const uint8_t *b,
     case MQTT_PUBREL:
         handle_pubrel(s, first, b, n);
         break;
+    case MQTT_PUBACK:
+    case MQTT_PUBREC:
+    case MQTT_PUBCOMP:
+        handle_pub_response(s, first, b, n);
+        break;
     case MQTT_SUBACK:
     case MQTT_UNSUBACK:
         handle_suback(s, first, b, n);
@@ -780,8 +1129,8 @@ static void handle_packet(struct wisp_msess *s, uint8_t first, const uint8_t *b,
         handle_disconnect(s, first, b, n);
         break;
     default:
-        /* PUBACK/PUBREC/PUBCOMP answer publishes we never send; CONNECT,
-         * SUBSCRIBE... come from clients; AUTH needs enhanced auth. */
+        /* CONNECT, SUBSCRIBE... come from clients; AUTH needs enhanced
+         * auth. */
         fail(s, MQTT_RC_PROTOCOL_ERROR, true, "unexpected %s packet from the broker",
              mqtt_type_name(type));
         break;
@@ -902,6 +1251,7 @@ static void io_cb(void *ud, int fd, uint32_t events)
             fail(s, 0, false, "connection closed (%s)", err ? strerror(err) : "hang-up");
         }
     }
+    report_written(s);
     if (!s->fail_pending)
         set_interest(s); /* the state may have changed (CONNACK while paused) */
     close_conn(s, now);
@@ -1052,6 +1402,11 @@ void wisp_msess_destroy(struct wisp_msess *s)
                  s->client_id);
     }
     drop_socket(s);
+    s->state = ST_IDLE;
+    s->st.connected = false;
+    fail_publishes(s);
+    free(s->op);
+    free(s->q0);
     free_subs(s->subs, s->nsubs);
     free(s->in);
     free(s->out);
@@ -1168,6 +1523,100 @@ int wisp_msess_ack(struct wisp_msess *s, uint16_t pid, int qos)
     return 0;
 }
 
+int wisp_msess_publish(struct wisp_msess *s, const char *topic, const void *payload, size_t len,
+                       int qos, bool retain, const char *msg_id, uint64_t token)
+{
+    if (!s || !topic || (len > 0 && !payload))
+        return -EINVAL;
+    const char *why = NULL;
+    size_t tlen = strlen(topic);
+    if (!wisp_topic_name_valid(topic, tlen, &why)) {
+        log_error("cannot publish to '%.200s': %s", topic, why);
+        return -EINVAL;
+    }
+    if (qos < 0 || qos > 2) {
+        log_error("cannot publish to '%.200s': QoS %d is not 0, 1 or 2", topic, qos);
+        return -EINVAL;
+    }
+    bool v5 = s->version == 5;
+    size_t idlen = msg_id ? strlen(msg_id) : 0;
+    if (v5 && msg_id && (idlen > MQTT_MAX_STRING || !wisp_utf8_valid(msg_id, idlen))) {
+        log_error("cannot publish to '%.200s': the message id is not UTF-8 of at most 65535 "
+                  "bytes",
+                  topic);
+        return -EINVAL;
+    }
+    if (s->state != ST_UP || s->fail_pending)
+        return -ENOTCONN;
+    if (qos > s->server_max_qos || (retain && !s->server_retain)) {
+        log_error("cannot publish to '%.200s': the broker %s", topic,
+                  retain && !s->server_retain ? "does not support retained messages"
+                  : s->server_max_qos == 0    ? "supports QoS 0 only"
+                                              : "supports QoS 0 and 1 only");
+        return -EINVAL;
+    }
+    struct mqtt_pubmsg m = {
+        .topic = topic,
+        .topic_len = tlen,
+        .payload = payload,
+        .payload_len = len,
+        .qos = (uint8_t)qos,
+        .retain = retain,
+        .pid = qos ? 1 : 0, /* for the size; taken below */
+    };
+    if (v5 && msg_id) {
+        m.user_key = "wisp-id";
+        m.user_key_len = 7;
+        m.user_value = msg_id;
+        m.user_value_len = idlen;
+    }
+    size_t n = mqtt_encode_publish(NULL, 0, s->version, &m);
+    if (n == 0 || n > s->server_max_packet) {
+        log_error("cannot publish %zu bytes to '%.200s': the packet exceeds %s", len, topic,
+                  n ? "the broker's Maximum Packet Size" : "the MQTT limit");
+        return -EINVAL;
+    }
+    if (qos > 0 && (s->npub >= s->out_window || s->pids_used >= NPIDS - 1))
+        return -ENOBUFS;
+    if (qos == 2 && !v5 && s->nq2 >= V4_QOS2_WINDOW)
+        return -ENOBUFS;
+    if (s->out_len - s->out_off >= PUB_CAP && s->npub + s->q0_n > 0)
+        return -ENOBUFS;
+    if (qos == 0 && !q0_reserve(s))
+        return -ENOMEM;
+    if (qos > 0) {
+        m.pid = take_pid(s, qos == 1 ? OP_PUBACK : OP_PUBREC);
+        if (!m.pid)
+            return -ENOMEM;
+    }
+    uint8_t *p = out_grow(s, n);
+    if (!p) {
+        free_pid(s, m.pid);
+        return -ENOMEM;
+    }
+    (void)mqtt_encode_publish(p, n, s->version, &m);
+    s->out_len += n;
+    s->out_total += n;
+    if (n > s->pub_max_len)
+        s->pub_max_len = n;
+    if (qos == 0) {
+        *q0_at(s, s->q0_n) = (struct q0ent){token, s->out_total};
+        s->q0_n++;
+    } else {
+        s->op[m.pid].token = token;
+        s->op[m.pid].end = s->out_total;
+        link_pub(s, m.pid);
+    }
+    s->last_tx_ns = wisp_mono_ns();
+    flush_out(s);
+    return 0;
+}
+
+size_t wisp_msess_inflight(const struct wisp_msess *s)
+{
+    return s ? (size_t)s->npub + s->q0_n : 0;
+}
+
 void wisp_msess_pause(struct wisp_msess *s, bool paused)
 {
     if (!s || s->paused == paused)
@@ -1187,7 +1636,7 @@ int wisp_msess_next_timeout_ms(const struct wisp_msess *s, uint64_t now_ns)
 {
     if (!s)
         return -1;
-    if (s->fail_pending || (s->rx_backlog && !s->paused))
+    if (s->fail_pending || (s->rx_backlog && !s->paused) || q0_written(s))
         return 0;
     uint64_t due = UINT64_MAX;
     if (s->state != ST_UP) {
@@ -1244,6 +1693,7 @@ void wisp_msess_tick(struct wisp_msess *s, uint64_t now_ns)
             }
         }
     }
+    report_written(s);
     if (!s->fail_pending)
         set_interest(s);
     close_conn(s, now_ns);

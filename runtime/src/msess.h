@@ -59,10 +59,17 @@ struct wisp_msess_hooks {
      * NULL. */
     void (*on_lost)(void *ud, const char *why);
     void *ud;
+    /* A message given to wisp_msess_publish completed: ok when the broker
+     * acknowledged it (PUBACK; QoS 2: PUBCOMP; QoS 0: written to the socket),
+     * not ok when the connection ended first or the broker refused it
+     * (v5 reason >= 0x80, logged). Every accepted publish gets exactly one
+     * call, also from wisp_msess_destroy (not ok). May be NULL. */
+    void (*on_published)(void *ud, uint64_t token, bool ok);
 };
 
 struct wisp_msess_stats {
     uint64_t connects, disconnects, received, acked, pings, protocol_errors;
+    uint64_t published; /* publishes completed ok */
     bool connected;
 };
 
@@ -84,6 +91,20 @@ int wisp_msess_set_subscriptions(struct wisp_msess *s, const struct wisp_msess_s
  * safe. Ignored (returns -ENOTCONN) when the connection it came on is
  * gone: the broker will redeliver it. */
 int wisp_msess_ack(struct wisp_msess *s, uint16_t pid, int qos);
+
+/* Publishes on the session. qos 0..2. msg_id (may be NULL): with MQTT 5
+ * sent as the user property ("wisp-id", msg_id). Returns 0 (on_published
+ * follows), -ENOTCONN when not connected (nothing queued: the caller keeps
+ * the message and tries after on_connected), -ENOBUFS when the in-flight
+ * window is full (the server's v5 Receive Maximum, else 65535 packet ids in
+ * use; also when the output buffer is past its cap) - try again after an
+ * on_published - or -EINVAL for a bad topic/qos/size (UTF-8, no wildcards,
+ * not empty, within the server's Maximum Packet Size). Messages are written
+ * in call order. */
+int wisp_msess_publish(struct wisp_msess *s, const char *topic, const void *payload, size_t len,
+                       int qos, bool retain, const char *msg_id, uint64_t token);
+/* Publishes accepted and not completed yet. */
+size_t wisp_msess_inflight(const struct wisp_msess *s);
 
 /* Stops reading new PUBLISH packets (backpressure) or resumes. */
 void wisp_msess_pause(struct wisp_msess *s, bool paused);

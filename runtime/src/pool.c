@@ -411,9 +411,18 @@ void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct
     if (res->outcome == WISP_OUTCOME_OK && applied != WISP_APPLY_PUBLISHED) {
         for (size_t i = 0; i < res->n_pubs; i++) {
             const struct wisp_publish *m = &res->pubs[i];
-            if (p->hooks.publish(p->hooks.ud, m->topic, m->payload, m->payload_len, m->qos,
-                                 m->retain) != 0 &&
-                fn->st.publish_failed++ % 1000 == 0)
+            const char *payload = m->payload;
+            size_t len = m->payload_len;
+            char *wrapped = NULL, id[64];
+            if (fn->spec->envelope) {
+                (void)snprintf(id, sizeof(id), "%s/%zu", ev->id, i);
+                wrapped = wisp_pool_envelope(p, fn, id, m->topic, payload, len, &len);
+                payload = wrapped ? wrapped : payload;
+                len = wrapped ? len : m->payload_len;
+            }
+            int prc = p->hooks.publish(p->hooks.ud, m->topic, payload, len, m->qos, m->retain);
+            free(wrapped);
+            if (prc != 0 && fn->st.publish_failed++ % 1000 == 0)
                 /* A full offline buffer fails every publish: log a sample. */
                 log_error("%s: publishing to %s failed (%llu so far)", fn->spec->name, m->topic,
                           (unsigned long long)fn->st.publish_failed);

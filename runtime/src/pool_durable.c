@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "log.h"
 #include "pool_internal.h"
 #include "state.h"
@@ -187,33 +189,96 @@ const char *wisp_pool_state_request(struct exe *e, struct wisp_rd *rd)
 
 /* ---- applying a finished invocation ---- */
 
-/* Outbox messages for the result's publishes, ids "<event id>/<n>". */
-static struct wisp_out_msg *make_outs(const struct pev *ev, const struct wisp_result *res,
-                                      char **ids)
+char *wisp_pool_envelope(const struct wisp_pool *p, const struct fn *fn, const char *msg_id,
+                         const char *topic, const char *payload, size_t len, size_t *out_len)
 {
-    struct wisp_out_msg *outs = calloc(res->n_pubs, sizeof(*outs));
-    size_t idlen = strlen(ev->id) + 12;
-    *ids = malloc(res->n_pubs * idlen);
-    if (!outs || !*ids) {
-        free(outs);
-        free(*ids);
-        *ids = NULL;
+    char source[200], now[32];
+    (void)snprintf(source, sizeof(source), "wisp://%s/%s", p->cfg.device ? p->cfg.device : "",
+                   fn->spec->name);
+    wisp_rfc3339(wisp_real_ns(), now, sizeof(now));
+    cJSON *o = cJSON_CreateObject();
+    if (!o)
         return NULL;
+    cJSON_AddStringToObject(o, "specversion", "1.0");
+    cJSON_AddStringToObject(o, "id", msg_id);
+    cJSON_AddStringToObject(o, "source", source);
+    cJSON_AddStringToObject(o, "type", "wisp.output");
+    cJSON_AddStringToObject(o, "subject", topic);
+    cJSON_AddStringToObject(o, "time", now);
+    bool text = wisp_utf8_valid(payload, len);
+    cJSON *data = text ? cJSON_ParseWithLength(payload, len) : NULL;
+    if (data) {
+        cJSON_AddStringToObject(o, "datacontenttype", "application/json");
+        cJSON_AddItemToObject(o, "data", data);
+    } else if (text) {
+        char *copy = wisp_strndup(payload, len);
+        cJSON_AddStringToObject(o, "datacontenttype", "text/plain");
+        if (copy)
+            cJSON_AddStringToObject(o, "data", copy);
+        free(copy);
+    } else {
+        char *b64 = wisp_base64(payload, len);
+        if (b64)
+            cJSON_AddStringToObject(o, "data_base64", b64);
+        free(b64);
     }
+    char *out = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (out)
+        *out_len = strlen(out);
+    return out;
+}
+
+struct outs {
+    struct wisp_out_msg *m;
+    char *ids;
+    char **wrapped; /* envelopes, when the function asks for them */
+    size_t n;
+};
+
+static void outs_free(struct outs *o)
+{
+    for (size_t i = 0; o->wrapped && i < o->n; i++)
+        free(o->wrapped[i]);
+    free(o->wrapped);
+    free(o->m);
+    free(o->ids);
+}
+
+/* Outbox messages for the result's publishes, ids "<event id>/<n>". */
+static int make_outs(const struct wisp_pool *p, const struct fn *fn, const struct pev *ev,
+                     const struct wisp_result *res, struct outs *o)
+{
+    size_t idlen = strlen(ev->id) + 12;
+    o->n = res->n_pubs;
+    o->m = calloc(res->n_pubs, sizeof(*o->m));
+    o->ids = malloc(res->n_pubs * idlen);
+    if (fn->spec->envelope)
+        o->wrapped = calloc(res->n_pubs, sizeof(*o->wrapped));
+    if (!o->m || !o->ids || (fn->spec->envelope && !o->wrapped))
+        return -ENOMEM;
     for (size_t i = 0; i < res->n_pubs; i++) {
-        char *id = *ids + i * idlen;
+        char *id = o->ids + i * idlen;
         (void)snprintf(id, idlen, "%s/%zu", ev->id, i);
-        outs[i] = (struct wisp_out_msg){
+        const char *payload = res->pubs[i].payload;
+        size_t len = res->pubs[i].payload_len;
+        if (o->wrapped) {
+            o->wrapped[i] = wisp_pool_envelope(p, fn, id, res->pubs[i].topic, payload, len, &len);
+            if (!o->wrapped[i])
+                return -ENOMEM;
+            payload = o->wrapped[i];
+        }
+        o->m[i] = (struct wisp_out_msg){
             .topic = res->pubs[i].topic,
-            .payload = res->pubs[i].payload,
-            .len = res->pubs[i].payload_len,
+            .payload = payload,
+            .len = len,
             /* The outbox delivers at least once: QoS 0 is raised to 1. */
             .qos = res->pubs[i].qos > 0 ? res->pubs[i].qos : 1,
             .retain = res->pubs[i].retain,
             .msg_id = id,
         };
     }
-    return outs;
+    return 0;
 }
 
 /* The handler broke a store limit (state size): its result becomes an
@@ -292,22 +357,20 @@ enum wisp_apply wisp_pool_apply(struct wisp_pool *p, struct fn *fn, struct pev *
         c.inbox_id = ev->inbox_id;
         c.dlq = &dlq;
     }
-    char *ids = NULL;
-    struct wisp_out_msg *outs = NULL;
+    struct outs outs = {0};
     if (via_outbox) {
-        outs = make_outs(ev, res, &ids);
-        if (!outs) {
+        if (make_outs(p, fn, ev, res, &outs) != 0) {
+            outs_free(&outs);
             log_error("%s: out of memory storing the effects of %s", fn->spec->name, ev->id);
             return WISP_APPLY_WAIT;
         }
-        c.outs = outs;
+        c.outs = outs.m;
         c.n_outs = res->n_pubs;
     }
     char err[256] = "";
     uint64_t first_out = 0;
     int rc = wisp_store_apply(s, &c, &first_out, err, sizeof(err));
-    free(outs);
-    free(ids);
+    outs_free(&outs);
     switch (rc) {
     case 0:
         break;

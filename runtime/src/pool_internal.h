@@ -118,6 +118,10 @@ enum wisp_apply {
 };
 enum wisp_apply wisp_pool_apply(struct wisp_pool *p, struct fn *fn, struct pev *ev,
                                 struct wisp_result *res, bool cold);
+/* A message wrapped as a CloudEvent (output.envelope): a malloc'd JSON
+ * text with id msg_id, the payload as data (JSON), text or data_base64. */
+char *wisp_pool_envelope(const struct wisp_pool *p, const struct fn *fn, const char *msg_id,
+                         const char *topic, const char *payload, size_t len, size_t *out_len);
 /* Answers an executor's STATE_REQ frame; NULL or why the executor must go. */
 const char *wisp_pool_state_request(struct exe *e, struct wisp_rd *rd);
 

@@ -364,9 +364,9 @@ static int batch_ensure(struct wisp_store *s)
 }
 
 /* flat: op runs in the batch itself, without a nested transaction (which
- * costs LMDB a 2 MiB dirty-page list per call). Only for ops whose writes
- * cannot fail halfway except with an LMDB error, which then loses the
- * batch (a failed write may leave the transaction unusable). */
+ * costs LMDB a 2 MiB dirty-page list per call). Only for ops that return
+ * an errno only before their first write: an LMDB error from a write then
+ * loses the batch (the transaction may be unusable). */
 static int run_op(struct wisp_store *s, st_op_fn op, void *arg, bool flat, char *err, size_t errlen)
 {
     if (s->ro)
@@ -386,7 +386,7 @@ static int run_op(struct wisp_store *s, st_op_fn op, void *arg, bool flat, char 
         MDB_txn *child = NULL;
         if (flat) {
             rc = op(s, s->batch, arg);
-            if (rc && rc != MDB_MAP_FULL) {
+            if (rc && rc != MDB_MAP_FULL && st_is_mdb_code(rc)) {
                 lose_batch(s, rc, "a write failed");
                 rc = st_errno(rc);
                 return wisp_errf(err, errlen, rc, "%s: %s", s->path, strerror(-rc));

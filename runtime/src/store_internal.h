@@ -96,8 +96,8 @@ const char *st_strerror(int rc);
  * retries. err (may be NULL) gets a message for -ENOSPC. */
 int st_run_op(struct wisp_store *s, st_op_fn op, void *arg, char *err, size_t errlen);
 /* The same in the batch itself, without the nested transaction (LMDB
- * allocates a 2 MiB dirty-page list for each): for ops that check
- * everything before their first write. A failure other than
+ * allocates a 2 MiB dirty-page list for each): for ops that return an
+ * errno only before their first write. An LMDB error other than
  * MDB_MAP_FULL loses the batch. */
 int st_run_op_flat(struct wisp_store *s, st_op_fn op, void *arg, char *err, size_t errlen);
 /* The batch when one is open and !committed, else the read transaction. */

@@ -184,7 +184,7 @@ int wisp_store_inbox_put(struct wisp_store *s, const struct wisp_inbox_rec *rec,
     if (!s || st_check_inbox_rec(rec))
         return -EINVAL;
     struct inbox_put_arg a = {rec, 0};
-    int rc = st_run_op(s, op_inbox_put, &a, NULL, 0);
+    int rc = st_run_op_flat(s, op_inbox_put, &a, NULL, 0); /* one append */
     if (!rc && id)
         *id = a.id;
     return rc;
@@ -221,7 +221,7 @@ int wisp_store_inbox_set_attempts(struct wisp_store *s, uint64_t id, uint32_t at
     if (!s || !id)
         return -EINVAL;
     struct attempts_arg a = {id, attempts};
-    return st_run_op(s, op_set_attempts, &a, NULL, 0);
+    return st_run_op_flat(s, op_set_attempts, &a, NULL, 0);
 }
 
 int wisp_store_inbox_foreach(struct wisp_store *s,
@@ -288,7 +288,7 @@ int wisp_store_dedupe(struct wisp_store *s, uint16_t pid, uint64_t hash, bool du
     if (!s)
         return -EINVAL;
     struct dedupe_arg a = {pid, hash, dup, 0};
-    int rc = st_run_op(s, op_dedupe, &a, NULL, 0);
+    int rc = st_run_op_flat(s, op_dedupe, &a, NULL, 0);
     return rc ? rc : a.seen;
 }
 

@@ -145,7 +145,7 @@ int wisp_store_outbox_del(struct wisp_store *s, uint64_t seq)
     if (!s || !seq)
         return -EINVAL;
     struct outbox_del_arg a = {seq};
-    return st_run_op(s, op_outbox_del, &a, NULL, 0);
+    return st_run_op_flat(s, op_outbox_del, &a, NULL, 0);
 }
 
 uint64_t wisp_store_outbox_bytes(struct wisp_store *s)

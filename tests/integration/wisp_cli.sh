@@ -79,9 +79,33 @@ rc=0
 "$WISPD" --functions "$ex" --bogus 1 2>"$tmp/err" || rc=$?
 [ "$rc" -eq 2 ] && grep -q "unknown option --bogus" "$tmp/err" || fail "unknown flag accepted"
 
+# ctx.state in wisp run: a throwaway store by default, DIR/store with --data,
+# visible to wisp state; output.envelope wraps messages as CloudEvents.
+mkdir -p "$tmp/st"
+printf '{"name": "st", "triggers": [{"type": "mqtt", "topic": "s/t"}], "output": {"envelope": "cloudevents"}}\n' >"$tmp/st/function.json"
+printf 'return function(e, ctx) ctx.publish("o/n", {n = ctx.state.incr("n")}) end\n' >"$tmp/st/handler.lua"
+"$WISP" run "$tmp/st" 2>/dev/null | grep -q '"data":{"n":1}' || fail "wisp run with state"
+"$WISP" run "$tmp/st" 2>/dev/null | grep -q '"data":{"n":1}' || fail "the default store is not thrown away"
+"$WISP" run "$tmp/st" --data "$tmp/std" >/dev/null 2>&1
+out=$("$WISP" run "$tmp/st" --data "$tmp/std" 2>/dev/null)
+echo "$out" | grep -q '"data":{"n":2}' || fail "--data does not keep state: $out"
+echo "$out" | grep -q '"specversion":"1.0"' && echo "$out" | grep -Eq '"id":"[^"]+/0"' ||
+  fail "no CloudEvents envelope: $out"
+[ "$("$WISP" state st get n --data "$tmp/std")" = 2 ] || fail "wisp state get"
+"$WISP" state st get missing --data "$tmp/std" 2>"$tmp/err" && fail "a missing key was found"
+grep -q 'no such key' "$tmp/err" || fail "missing key message: $(cat "$tmp/err")"
+"$WISP" state st --data "$tmp/nodata" 2>"$tmp/err" && fail "wisp state on a missing store succeeded"
+echo 'not lmdb' >"$tmp/bad.mdb" && mkdir -p "$tmp/bad/store" && cp "$tmp/bad.mdb" "$tmp/bad/store/data.mdb"
+rc=0
+"$WISPD" --functions "$ex" --data "$tmp/bad" --broker tcp://127.0.0.1:1 2>"$tmp/err" || rc=$?
+[ "$rc" -ne 0 ] && grep -q "not a Wisp store" "$tmp/err" || fail "corrupt store not refused: $(cat "$tmp/err")"
+
 # --help everywhere.
 "$WISP" --help | grep -q 'Usage: wisp' || fail "wisp --help"
 "$WISP" run --help | grep -q 'Usage: wisp run' || fail "wisp run --help"
 "$WISP" validate --help | grep -q 'Usage: wisp validate' || fail "wisp validate --help"
+"$WISP" state --help | grep -q 'Usage: wisp state' || fail "wisp state --help"
+"$WISP" dlq --help | grep -q 'Usage: wisp dlq' || fail "wisp dlq --help"
+"$WISP" backup --help | grep -q 'Usage: wisp backup' || fail "wisp backup --help"
 "$WISPD" --help | grep -q 'mqtt.tls.ca' || fail "wispd --help lacks the settings reference"
 echo "wisp_cli: 1 passed, 0 failed"

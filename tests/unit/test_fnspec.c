@@ -76,6 +76,8 @@ static void test_defaults(void)
     CHECK(spec->triggers[0].kind == &wisp_trigger_mqtt);
     CHECK_STR_EQ(spec->triggers[0].topic, "t");
     CHECK_INT_EQ(spec->triggers[0].qos, 1);
+    CHECK(spec->triggers[0].durable); /* QoS 1 and 2 are durable unless told otherwise */
+    CHECK(!spec->envelope);
     CHECK_INT_EQ(spec->memory_kb, WISP_DEFAULT_MEMORY_KB);
     CHECK_INT_EQ(spec->timeout_ms, WISP_DEFAULT_TIMEOUT_MS);
     CHECK_INT_EQ(spec->concurrency, WISP_DEFAULT_CONCURRENCY);
@@ -107,9 +109,11 @@ static void test_full(void)
         "{\n 'name': 'temp-alert_2',\n 'description': 'Alerts \\u00e9\\n',\n"
         " 'version': '1.2.0+build_7-rc.1',\n 'runtime': 'lua',\n 'handler': 'src/main.lua',\n"
         " 'triggers': [{'type': 'mqtt', 'topic': 'sensors/+/temp', 'qos': 0},\n"
-        "              {'qos': 2, 'topic': '$share/g/alerts/#', 'type': 'mqtt'}],\n"
+        "              {'qos': 2, 'topic': '$share/g/alerts/#', 'type': 'mqtt', 'durable': "
+        "false}],\n"
         " 'limits': {'memory_kb': 262144, 'timeout_ms': 900000, 'concurrency': 64},\n"
         " 'retry': {'max': 100, 'backoff_ms': 3600000, 'dead_letter': 'wisp/dlq/temp-alert'},\n"
+        " 'output': {'envelope': 'cloudevents'},\n"
         " 'env': {'THRESHOLD': '30', '_x9': '', 'EMPTY': ''}\n}\n",
         NULL);
     CHECK(spec != NULL);
@@ -124,8 +128,11 @@ static void test_full(void)
     CHECK_INT_EQ(spec->n_triggers, 2);
     CHECK_STR_EQ(spec->triggers[0].topic, "sensors/+/temp");
     CHECK_INT_EQ(spec->triggers[0].qos, 0);
+    CHECK(!spec->triggers[0].durable);
     CHECK_STR_EQ(spec->triggers[1].topic, "$share/g/alerts/#");
     CHECK_INT_EQ(spec->triggers[1].qos, 2);
+    CHECK(!spec->triggers[1].durable);
+    CHECK(spec->envelope);
     CHECK_INT_EQ(spec->memory_kb, 262144);
     CHECK_INT_EQ(spec->timeout_ms, 900000);
     CHECK_INT_EQ(spec->concurrency, 64);
@@ -185,7 +192,7 @@ static const struct bad_case bad_root[] = {
     {"{\n  'name': 'a',\n  'triggers': [,]\n}", "(json): invalid JSON at line 3, column 16"},
     {" ", "(json): invalid JSON at line 1"},
     {DOC(",'nmae':'x'"), "(root): unknown key \"nmae\" (allowed: name, description, version, "
-                         "runtime, handler, triggers, limits, retry, env)"},
+                         "runtime, handler, triggers, limits, retry, output, env)"},
     {DOC(",'Name':'x'"), "(root): unknown key \"Name\""},
     {DOC(",'$schema':'x'"), "(root): unknown key \"$schema\""},
     {DOC(",'name':'b'"), "(root): duplicate key \"name\""},
@@ -273,6 +280,10 @@ static const struct bad_case bad_triggers[] = {
     {DOC_T("{'type':'mqtt','topic':'t','qos':null}"), "got null"},
     {DOC_T("{'type':'mqtt','topic':'t','every':'5s'}"),
      "triggers[0]: unknown key \"every\" (allowed: type, topic, qos, durable)"},
+    {DOC_T("{'type':'mqtt','topic':'t','durable':1}"),
+     "triggers[0].durable: must be true or false"},
+    {DOC_T("{'type':'mqtt','topic':'t','qos':0,'durable':true}"),
+     "triggers[0].durable: a durable trigger needs qos 1 or 2"},
     {DOC_T("{'type':'mqtt','topic':'t','topic':'u'}"), "triggers[0]: duplicate key \"topic\""},
     {DOC_T("{'type':'mqtt','type':'mqtt','topic':'t'}"), "triggers[0]: duplicate key \"type\""},
 };
@@ -312,6 +323,9 @@ static const struct bad_case bad_sections[] = {
                                        "3600000, got 0"},
     {DOC(",'retry':{'backoff_ms':3600001}"), "retry.backoff_ms: must be a whole number"},
     {DOC(",'retry':{'dead_letter':5}"), "retry.dead_letter: must be a string, got 5"},
+    {DOC(",'output':{'envelope':'xml'}"), "output.envelope: must be \"none\" or \"cloudevents\""},
+    {DOC(",'output':{'wrap':true}"), "output: unknown key \"wrap\" (allowed: envelope)"},
+    {DOC(",'output':[]"), "output: must be an object"},
     {DOC(",'retry':{'dead_letter':'a/+'}"),
      "retry.dead_letter: must be an MQTT topic name to publish to (wildcards '+' and '#' are "
      "only allowed in subscription filters), got \"a/+\""},
