@@ -101,11 +101,11 @@ rc=0
 [ "$rc" -ne 0 ] && grep -q "not a Wisp store" "$tmp/err" || fail "corrupt store not refused: $(cat "$tmp/err")"
 
 # --help everywhere.
-"$WISP" --help | grep -q 'Usage: wisp' || fail "wisp --help"
-"$WISP" run --help | grep -q 'Usage: wisp run' || fail "wisp run --help"
-"$WISP" validate --help | grep -q 'Usage: wisp validate' || fail "wisp validate --help"
-"$WISP" state --help | grep -q 'Usage: wisp state' || fail "wisp state --help"
-"$WISP" dlq --help | grep -q 'Usage: wisp dlq' || fail "wisp dlq --help"
-"$WISP" backup --help | grep -q 'Usage: wisp backup' || fail "wisp backup --help"
-"$WISPD" --help | grep -q 'mqtt.tls.ca' || fail "wispd --help lacks the settings reference"
+"$WISP" --help >"$tmp/help" && grep -q 'Usage: wisp' "$tmp/help" || fail "wisp --help"
+"$WISP" run --help >"$tmp/help" && grep -q 'Usage: wisp run' "$tmp/help" || fail "wisp run --help"
+"$WISP" validate --help >"$tmp/help" && grep -q 'Usage: wisp validate' "$tmp/help" || fail "wisp validate --help"
+"$WISP" state --help >"$tmp/help" && grep -q 'Usage: wisp state' "$tmp/help" || fail "wisp state --help"
+"$WISP" dlq --help >"$tmp/help" && grep -q 'Usage: wisp dlq' "$tmp/help" || fail "wisp dlq --help"
+"$WISP" backup --help >"$tmp/help" && grep -q 'Usage: wisp backup' "$tmp/help" || fail "wisp backup --help"
+"$WISPD" --help >"$tmp/help" && grep -q 'mqtt.tls.ca' "$tmp/help" || fail "wispd --help lacks the settings reference"
 echo "wisp_cli: 1 passed, 0 failed"
