@@ -34,6 +34,7 @@ struct wisp_durable {
     struct wisp_msess *sess;
     char *sess_client_id;
     bool intake_stopped, paused;
+    size_t n_subs; /* durable filters subscribed */
     enum wisp_durability durability;
     /* Acknowledgements waiting for the next commit. */
     struct ack *acks;
@@ -225,6 +226,7 @@ void wisp_durable_set_subscriptions(struct wisp_durable *d, const char *const *f
             return;
         }
     }
+    d->n_subs = n;
     struct wisp_msess_sub *subs = calloc(n ? n : 1, sizeof(*subs));
     if (!subs)
         return;
@@ -317,6 +319,8 @@ void wisp_durable_on_connected(struct wisp_durable *d)
 
 static bool commit_due(const struct wisp_durable *d, uint64_t now)
 {
+    if (wisp_store_failed(d->store))
+        return true; /* the commit reports it, and wispd stops like after a crash */
     if (wisp_store_pending(d->store) == 0 && d->n_acks == 0)
         return false;
     if (!d->urgent && d->n_acks == 0)
@@ -391,6 +395,11 @@ int wisp_durable_next_timeout_ms(struct wisp_durable *d, uint64_t now)
 bool wisp_durable_settled(const struct wisp_durable *d)
 {
     return d->n_acks == 0 && !d->urgent;
+}
+
+bool wisp_durable_subscribed(const struct wisp_durable *d)
+{
+    return !d->sess || d->n_subs == 0 || wisp_msess_subscribed(d->sess);
 }
 
 void wisp_durable_log_stats(const struct wisp_durable *d)

@@ -54,6 +54,8 @@ void wisp_durable_stop_intake(struct wisp_durable *d);
  * hold messages: they survive a restart.) */
 bool wisp_durable_settled(const struct wisp_durable *d);
 void wisp_durable_log_stats(const struct wisp_durable *d);
+/* The durable triggers' subscriptions are in place (true when there are none). */
+bool wisp_durable_subscribed(const struct wisp_durable *d);
 /* Commits what is pending and closes. NULL ok. */
 void wisp_durable_destroy(struct wisp_durable *d);
 

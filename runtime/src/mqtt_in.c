@@ -158,6 +158,8 @@ static void sub_interrupted(struct sub_req *req, int code)
 static void sub_done(struct sub_req *req)
 {
     struct wisp_mqtt *m = req->m;
+    atomic_fetch_sub(&m->subs_inflight, 1);
+    mqtt_signal(m); /* the loop may now say it is ready */
     for (size_t i = 0; i < req->n; i++)
         free(req->subs[i].filter);
     free(req);
@@ -249,11 +251,13 @@ static int send_subscribe(struct wisp_mqtt *m, const struct mqtt_sub *subs, size
         ro.onSuccess = on_sub_ok;
         ro.onFailure = on_sub_fail;
     }
+    atomic_fetch_add(&m->subs_inflight, 1);
     int prc = m->api->subscribeMany(m->client, (int)n, filters, qos, &ro);
     if (prc == MQTTASYNC_SUCCESS) {
         req = NULL; /* the callback frees it */
         rc = 0;
     } else {
+        atomic_fetch_sub(&m->subs_inflight, 1);
         log_debug("subscribe to %zu filter(s) not sent: %s", n, mqtt_paho_err(prc));
         rc = prc == MQTTASYNC_DISCONNECTED ? -ENOTCONN : -EIO;
     }
@@ -523,6 +527,16 @@ static void log_state(const struct wisp_mqtt *m, const struct wisp_mqtt_msg *ev)
         log_warn("cannot connect to %s: %s; retrying", m->uri, why);
     else
         log_info("lost the connection to %s: %s; reconnecting", m->uri, why);
+}
+
+bool wisp_mqtt_subscribed(struct wisp_mqtt *m)
+{
+    if (!m || !atomic_load(&m->connected))
+        return false;
+    pthread_mutex_lock(&m->lock);
+    uint64_t gen = m->conn_gen;
+    pthread_mutex_unlock(&m->lock);
+    return m->subscribed_gen == gen && atomic_load(&m->subs_inflight) == 0;
 }
 
 struct wisp_mqtt_msg *wisp_mqtt_take(struct wisp_mqtt *m)

@@ -80,7 +80,8 @@ struct wisp_mqtt {
     atomic_bool intake_done; /* stop_intake's UNSUBACK came, or nothing more can arrive */
     atomic_bool disconnect_done;
     atomic_bool destroying;
-    atomic_int in_callback; /* Paho callbacks running right now */
+    atomic_int in_callback;   /* Paho callbacks running right now */
+    atomic_int subs_inflight; /* SUBSCRIBE requests without an answer yet */
 
     /* Loop thread only. */
     struct mqtt_sub *subs;

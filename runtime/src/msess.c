@@ -1699,6 +1699,16 @@ void wisp_msess_tick(struct wisp_msess *s, uint64_t now_ns)
     close_conn(s, now_ns);
 }
 
+bool wisp_msess_subscribed(const struct wisp_msess *s)
+{
+    if (!s || s->state != ST_UP)
+        return false;
+    for (const struct req *r = s->reqs; r; r = r->next)
+        if (!r->unsub)
+            return false;
+    return true;
+}
+
 void wisp_msess_get_stats(const struct wisp_msess *s, struct wisp_msess_stats *out)
 {
     if (!s) {

@@ -116,4 +116,7 @@ void wisp_msess_tick(struct wisp_msess *s, uint64_t now_ns);
 
 void wisp_msess_get_stats(const struct wisp_msess *s, struct wisp_msess_stats *out);
 
+/* Connected, and every SUBSCRIBE sent on this connection is answered. */
+bool wisp_msess_subscribed(const struct wisp_msess *s);
+
 #endif

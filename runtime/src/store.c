@@ -512,6 +512,11 @@ int wisp_store_commit(struct wisp_store *s)
     }
 }
 
+bool wisp_store_failed(const struct wisp_store *s)
+{
+    return s && s->lost != 0;
+}
+
 size_t wisp_store_pending(const struct wisp_store *s)
 {
     return s ? s->pending : 0;

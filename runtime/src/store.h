@@ -73,6 +73,9 @@ void wisp_store_close(struct wisp_store *s);
  * errno with the reason logged; on failure the batch is gone and the
  * caller must not acknowledge or send what it contained. */
 int wisp_store_commit(struct wisp_store *s);
+/* True when the batch was lost (a write or a rebuild failed): every write
+ * fails until wisp_store_commit reports it. */
+bool wisp_store_failed(const struct wisp_store *s);
 /* Operations written since the last commit (0: nothing to commit). */
 size_t wisp_store_pending(const struct wisp_store *s);
 /* Periodic care: mdb_reader_check. */

@@ -36,6 +36,7 @@ struct sup {
     int sigfd;
     struct wisp_watch *sigw, *mqttw;
     bool draining, stop, ready, failed;
+    uint64_t quiet_since_ns, quiet_received; /* draining: idle since, messages seen */
     uint64_t started_ns, drain_deadline_ns;
     uint64_t oversize;
 };
@@ -138,12 +139,6 @@ static void on_mqtt(void *ud, int fd, uint32_t events)
     size_t max_payload = (size_t)s->cfg->max_payload_kb * 1024u;
     for (struct wisp_mqtt_msg *m = chain; m; m = m->next) {
         if (m->kind == WISP_MQTT_CONNECTED) {
-            /* The MQTT module logs every (re)connect and loss; the
-             * supervisor adds the one line that says wispd is serving. */
-            if (!s->ready)
-                log_info("ready: %zu function(s) serving, connected %.1f ms after start",
-                         wisp_pool_count(s->pool), (double)(wisp_mono_ns() - s->started_ns) / 1e6);
-            s->ready = true;
             wisp_durable_on_connected(s->durable);
         } else if (m->kind == WISP_MQTT_LOST) {
             continue;
@@ -271,6 +266,9 @@ static int start_mqtt(struct sup *s)
     return wisp_mqtt_start(s->mqtt);
 }
 
+/* While draining: how long nothing may arrive before wispd is drained. */
+#define QUIET_NS (50ULL * 1000000ULL)
+
 static int next_timeout(struct sup *s, uint64_t now)
 {
     int t = wisp_pool_next_timeout_ms(s->pool, now);
@@ -300,10 +298,28 @@ static void run_loop(struct sup *s)
             s->failed = true;
             break;
         }
+        /* The MQTT modules log every (re)connect and loss; the supervisor
+         * adds the one line that says wispd is serving: connected, and the
+         * broker has answered the subscriptions. */
+        if (!s->ready && wisp_mqtt_subscribed(s->mqtt) && wisp_durable_subscribed(s->durable)) {
+            s->ready = true;
+            log_info("ready: %zu function(s) serving, subscribed %.1f ms after start",
+                     wisp_pool_count(s->pool), (double)(now - s->started_ns) / 1e6);
+        }
         if (!s->draining)
             continue;
-        if (wisp_mqtt_intake_drained(s->mqtt) && wisp_pool_idle(s->pool) &&
-            wisp_mqtt_pending(s->mqtt) == 0 && wisp_durable_settled(s->durable)) {
+        bool idle = wisp_mqtt_intake_drained(s->mqtt) && wisp_pool_idle(s->pool) &&
+                    wisp_mqtt_pending(s->mqtt) == 0 && wisp_durable_settled(s->durable);
+        struct wisp_mqtt_stats ms;
+        wisp_mqtt_get_stats(s->mqtt, &ms);
+        if (!idle || ms.received != s->quiet_received || !s->quiet_since_ns) {
+            /* Paho may hand over a message it acknowledged just before the
+             * UNSUBACK a moment after it: stay until nothing has come for
+             * QUIET_NS with everything finished. */
+            s->quiet_since_ns = idle ? now : 0;
+            s->quiet_received = ms.received;
+        }
+        if (idle && s->quiet_since_ns && now - s->quiet_since_ns >= QUIET_NS) {
             log_info("drained: all accepted events finished and their messages sent");
             s->stop = true;
         } else if (now >= s->drain_deadline_ns) {

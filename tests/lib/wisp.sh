@@ -62,8 +62,18 @@ sub_count() { sub_lines "$1" | grep -c '' || true; }
 sub_wait() {
   local name=$1 count=$2 timeout=${3:-15}
   wait_for "$timeout" "$count lines on $name" bash -c "[ \$(grep -v '^wisp-test-probe/' '$TEST_TMP/$name.raw' | grep -c '') -ge $count ]" ||
-    { echo "--- $name:" >&2; sub_lines "$name" >&2; fail "expected $count messages on $name, got $(sub_count "$name")"; }
+    { echo "--- $name:" >&2; sub_lines "$name" >&2; wispd_log_tails; fail "expected $count messages on $name, got $(sub_count "$name")"; }
   sub_lines "$name" >/dev/null
+}
+
+# The last lines of every wispd log of the test (for a failure's post-mortem).
+wispd_log_tails() {
+  local f
+  for f in "$TEST_TMP"/wispd-*.log; do
+    [ -f "$f" ] || continue
+    echo "--- tail of $f:" >&2
+    grep -v 'mod=report' "$f" | tail -n 15 >&2
+  done
 }
 
 pub() {
