@@ -27,9 +27,17 @@ wisp=$root/build/runtime/wisp
 
 source tests/lib/broker.sh
 test_tmp_init
+# Runs at exit: stops what is still running and removes the temp dir,
+# keeping the script's own exit status (test_cleanup reads it from $?).
 stop_all() {
-  [ -n "${sim_pid:-}" ] && kill "$sim_pid" 2>/dev/null
-  [ -n "${wispd_pid:-}" ] && kill -TERM "$wispd_pid" 2>/dev/null && wait "$wispd_pid" 2>/dev/null
+  local rc=$?
+  set +e
+  if [ -n "${sim_pid:-}" ]; then kill "$sim_pid" 2>/dev/null; fi
+  if [ -n "${wispd_pid:-}" ]; then
+    kill -TERM "$wispd_pid" 2>/dev/null
+    wait "$wispd_pid" 2>/dev/null
+  fi
+  (exit "$rc")
   test_cleanup
 }
 trap stop_all EXIT
