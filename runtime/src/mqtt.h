@@ -147,8 +147,8 @@ int wisp_mqtt_publish_tracked(struct wisp_mqtt *m, const char *topic, const void
                               size_t len, int qos, int retain, const char *msg_id, uint64_t token);
 
 /* Connected, and the broker has answered every SUBSCRIBE sent for this
- * connection (so messages published from now on reach the functions).
- * Loop thread. */
+ * connection (so messages published from now on reach the functions); or
+ * there is nothing to subscribe to. Loop thread. */
 bool wisp_mqtt_subscribed(struct wisp_mqtt *m);
 
 /* Outgoing messages not yet completed (in flight or buffered). */
