@@ -55,6 +55,9 @@ static const struct opt opts[] = {
     {"mqtt.tls.key", "tls-key", OPT_STR, OFF(tls_key), NULL, 0, 0, "client private key (PEM)"},
     {"mqtt.tls.insecure", NULL, OPT_BOOL, OFF(tls_insecure), "false", 0, 0,
      "do not verify the broker's certificate (testing only)"},
+    {"mqtt.client", "mqtt-client", OPT_STR, OFF(mqtt_client), "wisp", 0, 0,
+     "wisp: one connection through wispd's own MQTT client for tcp:// and mqtt:// brokers (Paho "
+     "only for ssl:// and mqtts://); paho: Paho for everything but durable triggers"},
     {"mqtt.durable_session_expiry_s", NULL, OPT_INT, OFF(durable_expiry_s), "604800", 0, INT_MAX,
      "MQTT 5: how long the broker keeps the durable session (and queues its messages) after "
      "wispd disconnects; 0: forever"},
@@ -276,6 +279,9 @@ int wisp_config_finish(struct wisp_config *c, char *err, size_t errlen)
         return wisp_errf(err, errlen, -EINVAL,
                          "store.durability: must be sync, batch or none, got \"%s\"",
                          c->durability);
+    if (strcmp(c->mqtt_client, "wisp") != 0 && strcmp(c->mqtt_client, "paho") != 0)
+        return wisp_errf(err, errlen, -EINVAL, "mqtt.client: must be wisp or paho, got \"%s\"",
+                         c->mqtt_client);
     if (strcmp(c->outbox_full, "refuse") != 0 && strcmp(c->outbox_full, "drop_oldest") != 0)
         return wisp_errf(err, errlen, -EINVAL,
                          "store.outbox_full: must be refuse or drop_oldest, got \"%s\"",

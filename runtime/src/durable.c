@@ -34,7 +34,8 @@ struct wisp_durable {
     struct wisp_msess *sess;
     char *sess_client_id;
     bool intake_stopped, paused;
-    size_t n_subs; /* durable filters subscribed */
+    bool all;      /* the session carries every subscription and publish (mqtt.client wisp) */
+    size_t n_subs; /* filters subscribed on the session */
     enum wisp_durability durability;
     /* Acknowledgements waiting for the next commit. */
     struct ack *acks;
@@ -81,6 +82,19 @@ int wisp_durable_create(struct wisp_loop *loop, const struct wisp_config *cfg,
     return 0;
 }
 
+void wisp_durable_take_all_mqtt(struct wisp_durable *d)
+{
+    d->all = true;
+}
+
+int wisp_durable_publish(struct wisp_durable *d, const char *topic, const void *payload, size_t len,
+                         int qos, int retain)
+{
+    if (!d->sess)
+        return -ENOTCONN;
+    return wisp_msess_publish(d->sess, topic, payload, len, qos, retain != 0, NULL, 0);
+}
+
 struct wisp_store *wisp_durable_store(struct wisp_durable *d)
 {
     return d ? d->store : NULL;
@@ -90,6 +104,8 @@ int wisp_durable_attach(struct wisp_durable *d, struct wisp_pool *pool, struct w
 {
     d->pool = pool;
     d->mqtt = mqtt;
+    if (d->all && !d->sess)
+        wisp_durable_set_subscriptions(d, NULL, NULL, 0); /* connect, for publishing */
     int rc = wisp_pool_recover(pool);
     return rc < 0 ? rc : 0;
 }
@@ -126,14 +142,15 @@ static void on_message(void *ud, uint16_t pid, int qos, bool dup, bool retain, c
     if (!t)
         return;
     if (len > (size_t)d->cfg->max_payload_kb * 1024u) {
-        log_warn("dropped a %zu-byte durable message on %s: larger than events.max_payload_kb", len,
-                 t);
+        log_warn("dropped a %zu-byte message on %s: larger than events.max_payload_kb", len, t);
         free(t);
         if (qos > 0)
-            (void)add_ack(d, pid, qos);
+            (void)wisp_msess_ack(d->sess, pid, qos);
         return;
     }
-    if (qos > 0) {
+    /* Durable triggers: stored in the inbox, acknowledged after the commit. */
+    bool durable = wisp_pool_matches_durable(d->pool, t);
+    if (durable && qos > 0) {
         uint64_t h = wisp_fnv1a64(WISP_FNV1A64_INIT, topic, topic_len);
         h = wisp_fnv1a64(h, "\0", 1);
         h = wisp_fnv1a64(h, payload, len);
@@ -153,15 +170,23 @@ static void on_message(void *ud, uint16_t pid, int qos, bool dup, bool retain, c
         }
     }
     d->pass_arrivals++;
-    int rc = wisp_pool_submit_durable(d->pool, t, payload, len, qos, retain);
-    free(t);
-    if (rc < 0) {
-        log_error("cannot store a durable event: %s; it stays with the broker", strerror(-rc));
-        return;
+    if (durable) {
+        int rc = wisp_pool_submit_durable(d->pool, t, payload, len, qos, retain);
+        if (rc < 0) {
+            log_error("cannot store a durable event: %s; it stays with the broker", strerror(-rc));
+            free(t);
+            return;
+        }
+        note_change(d);
     }
-    note_change(d);
-    if (qos > 0 && add_ack(d, pid, qos) != 0)
+    /* Everything else (mqtt.client wisp): straight to the functions. */
+    if (d->all)
+        (void)wisp_pool_submit_mqtt(d->pool, t, payload, len, qos, retain);
+    free(t);
+    if (qos > 0 && durable && add_ack(d, pid, qos) != 0)
         log_error("out of memory: message %u is acknowledged at the next connection", pid);
+    else if (qos > 0 && !durable)
+        (void)wisp_msess_ack(d->sess, pid, qos);
 }
 
 static void send_outbox(struct wisp_durable *d);
@@ -192,7 +217,7 @@ void wisp_durable_set_subscriptions(struct wisp_durable *d, const char *const *f
 {
     if (d->intake_stopped)
         return;
-    if (!d->sess && n == 0)
+    if (!d->sess && n == 0 && !d->all)
         return;
     if (!d->sess) {
         const struct wisp_config *c = d->cfg;
@@ -200,7 +225,8 @@ void wisp_durable_set_subscriptions(struct wisp_durable *d, const char *const *f
         d->sess_client_id = malloc(idlen);
         if (!d->sess_client_id)
             return;
-        (void)snprintf(d->sess_client_id, idlen, "%s-durable", c->client_id);
+        /* With Paho beside it, the session needs a client id of its own. */
+        (void)snprintf(d->sess_client_id, idlen, "%s%s", c->client_id, d->all ? "" : "-durable");
         struct wisp_msess_config mc = {
             .uri = c->broker,
             .client_id = d->sess_client_id,
@@ -210,7 +236,10 @@ void wisp_durable_set_subscriptions(struct wisp_durable *d, const char *const *f
             .password = c->password,
             .reconnect_min_ms = c->reconnect_min_ms,
             .reconnect_max_ms = c->reconnect_max_ms,
-            .max_packet = (uint32_t)c->max_payload_kb * 1024u + 65536u,
+            /* Larger than events.max_payload_kb, so that an oversized message
+             * arrives to be reported and dropped rather than withheld. */
+            .max_packet = (uint32_t)(c->max_payload_kb <= 65536 ? c->max_payload_kb * 4096u + 65536u
+                                                                : 268435455u),
             .session_expiry_s = (uint32_t)c->durable_expiry_s, /* 0: never */
         };
         struct wisp_msess_hooks h = {
@@ -295,6 +324,8 @@ static void send_outbox(struct wisp_durable *d)
 
 void wisp_durable_on_delivered(struct wisp_durable *d, uint64_t token, bool ok)
 {
+    if (token == 0)
+        return; /* a message published directly (wisp_durable_publish) */
     if (d->inflight > 0)
         d->inflight--;
     if (ok) {

@@ -32,11 +32,19 @@ struct wisp_durable;
 int wisp_durable_create(struct wisp_loop *loop, const struct wisp_config *cfg,
                         struct wisp_durable **out, char *err, size_t errlen);
 struct wisp_store *wisp_durable_store(struct wisp_durable *d);
+/* mqtt.client wisp: the session carries every subscription (durable ones
+ * through the inbox, the others straight to the functions) and the direct
+ * publishes. Call before attach. */
+void wisp_durable_take_all_mqtt(struct wisp_durable *d);
+/* A direct publish on the session (mqtt.client wisp): QoS 0 is written
+ * and forgotten; -ENOTCONN while disconnected. */
+int wisp_durable_publish(struct wisp_durable *d, const char *topic, const void *payload, size_t len,
+                         int qos, int retain);
 /* Once the pool and the Paho client exist: queues the events the inbox
  * holds. */
 int wisp_durable_attach(struct wisp_durable *d, struct wisp_pool *pool, struct wisp_mqtt *mqtt);
-/* The durable triggers' filters; the durable session is started with the
- * first one. */
+/* The durable triggers' filters (with mqtt.client wisp: all filters); the
+ * session is started with the first one. */
 void wisp_durable_set_subscriptions(struct wisp_durable *d, const char *const *filters,
                                     const int *qos, size_t n);
 /* From the Paho client's event stream. */

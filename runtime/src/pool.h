@@ -34,6 +34,7 @@ struct wisp_pool_config {
     unsigned queue_max;       /* accepted-but-not-started events per function */
     const char *device;       /* used in event sources: wisp://<device>/mqtt */
     struct wisp_store *store; /* durable state, inbox and outbox; NULL: none */
+    bool outbox_qos1;         /* QoS 1/2 messages of any event go through the outbox */
 };
 
 struct wisp_pool_hooks {
@@ -96,6 +97,9 @@ int wisp_pool_submit_mqtt_take(struct wisp_pool *pool, char **topic, char **payl
  * errno (nothing was stored). Needs cfg.store. */
 int wisp_pool_submit_durable(struct wisp_pool *pool, const char *topic, const void *payload,
                              size_t len, int qos, int retain);
+
+/* True when an active function has a durable trigger matching topic. */
+bool wisp_pool_matches_durable(const struct wisp_pool *pool, const char *topic);
 
 /* Queues every event the inbox holds that is not queued yet: all of them
  * after a restart, the new ones after `wisp dlq replay`. Events for

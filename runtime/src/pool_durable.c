@@ -40,6 +40,15 @@ static struct blob *blob_copy(const char *subject, const void *payload, size_t l
     return b;
 }
 
+bool wisp_pool_matches_durable(const struct wisp_pool *p, const char *topic)
+{
+    size_t tlen = strlen(topic);
+    for (const struct fn *fn = p->fns; fn; fn = fn->next)
+        if (!fn->retired && wisp_fn_matches(fn, topic, tlen, true))
+            return true;
+    return false;
+}
+
 int wisp_pool_submit_durable(struct wisp_pool *p, const char *topic, const void *payload,
                              size_t len, int qos, int retain)
 {
@@ -312,7 +321,10 @@ enum wisp_apply wisp_pool_apply(struct wisp_pool *p, struct fn *fn, struct pev *
         return WISP_APPLY_DONE;
     bool ok = res->outcome == WISP_OUTCOME_OK;
     bool final = !ok && ev->attempt + 1 > fn->spec->retry_max;
-    bool via_outbox = ok && res->n_pubs > 0 && (ev->inbox_id || res->n_writes > 0);
+    bool qos1 = false;
+    for (size_t i = 0; p->cfg.outbox_qos1 && i < res->n_pubs && !qos1; i++)
+        qos1 = res->pubs[i].qos > 0;
+    bool via_outbox = ok && res->n_pubs > 0 && (ev->inbox_id || res->n_writes > 0 || qos1);
     uint64_t dur_us = res->duration_ns / 1000u;
     struct wisp_meter_rec meter = {
         .fn = fn->spec->name,

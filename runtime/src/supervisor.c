@@ -36,6 +36,7 @@ struct sup {
     int sigfd;
     struct wisp_watch *sigw, *mqttw;
     bool draining, stop, ready, failed;
+    bool own; /* mqtt.client wisp: one connection through the own client, no Paho */
     uint64_t quiet_since_ns, quiet_received; /* draining: idle since, messages seen */
     uint64_t started_ns, drain_deadline_ns;
     uint64_t oversize;
@@ -45,6 +46,8 @@ static int publish_hook(void *ud, const char *topic, const void *payload, size_t
                         int retain)
 {
     struct sup *s = ud;
+    if (s->own)
+        return wisp_durable_publish(s->durable, topic, payload, len, qos, retain);
     return wisp_mqtt_publish(s->mqtt, topic, payload, len, qos, retain);
 }
 
@@ -96,11 +99,15 @@ static int lock_pid_file(struct sup *s, char *err, size_t errlen)
 
 static void update_subscriptions(struct sup *s)
 {
-    for (int durable = 0; durable <= 1; durable++) {
+    for (int durable = s->own ? 1 : 0; durable <= 1; durable++) {
         struct wisp_subs subs;
         wisp_subs_init(&subs);
         subs.durable = durable;
         wisp_pool_foreach(s->pool, wisp_subs_add_spec, &subs);
+        if (s->own) { /* one session takes both kinds */
+            subs.durable = false;
+            wisp_pool_foreach(s->pool, wisp_subs_add_spec, &subs);
+        }
         wisp_subs_reduce(&subs);
         const char *const *f = (const char *const *)subs.filters;
         if (durable)
@@ -168,7 +175,8 @@ static void begin_drain(struct sup *s, const char *why)
     s->draining = true;
     s->drain_deadline_ns = wisp_mono_ns() + (uint64_t)s->cfg->shutdown_timeout_ms * 1000000ULL;
     log_info("%s: draining (at most %d ms)", why, s->cfg->shutdown_timeout_ms);
-    wisp_mqtt_stop_intake(s->mqtt);
+    if (s->mqtt)
+        wisp_mqtt_stop_intake(s->mqtt);
     wisp_durable_stop_intake(s->durable);
 }
 
@@ -272,7 +280,7 @@ static int start_mqtt(struct sup *s)
 static int next_timeout(struct sup *s, uint64_t now)
 {
     int t = wisp_pool_next_timeout_ms(s->pool, now);
-    int m = wisp_mqtt_tick(s->mqtt, now);
+    int m = s->mqtt ? wisp_mqtt_tick(s->mqtt, now) : -1;
     if (m >= 0 && (t < 0 || m < t))
         t = m;
     int d = wisp_durable_next_timeout_ms(s->durable, now);
@@ -301,14 +309,15 @@ static void run_loop(struct sup *s)
         /* The MQTT modules log every (re)connect and loss; the supervisor
          * adds the one line that says wispd is serving: connected, and the
          * broker has answered the subscriptions. */
-        if (!s->ready && wisp_mqtt_subscribed(s->mqtt) && wisp_durable_subscribed(s->durable)) {
+        if (!s->ready && (!s->mqtt || wisp_mqtt_subscribed(s->mqtt)) &&
+            wisp_durable_subscribed(s->durable)) {
             s->ready = true;
             log_info("ready: %zu function(s) serving, subscribed %.1f ms after start",
                      wisp_pool_count(s->pool), (double)(now - s->started_ns) / 1e6);
         }
         if (!s->draining)
             continue;
-        bool idle = wisp_mqtt_intake_drained(s->mqtt) && wisp_pool_idle(s->pool) &&
+        bool idle = (!s->mqtt || wisp_mqtt_intake_drained(s->mqtt)) && wisp_pool_idle(s->pool) &&
                     wisp_mqtt_pending(s->mqtt) == 0 && wisp_durable_settled(s->durable);
         struct wisp_mqtt_stats ms;
         wisp_mqtt_get_stats(s->mqtt, &ms);
@@ -351,7 +360,11 @@ int wisp_supervisor_run(const struct wisp_config *cfg)
         log_error("%s", err);
         goto out;
     }
+    /* The own client speaks plain TCP only; TLS brokers go through Paho. */
+    s.own = strcmp(cfg->mqtt_client, "wisp") == 0 &&
+            (strncmp(cfg->broker, "tcp://", 6) == 0 || strncmp(cfg->broker, "mqtt://", 7) == 0);
     struct wisp_pool_config pc = {
+        .outbox_qos1 = s.own, /* the own client resends nothing by itself */
         .max_executors = (unsigned)cfg->executors_max,
         .idle_timeout_ms = (uint64_t)cfg->idle_timeout_ms,
         .queue_max = (unsigned)cfg->queue_max,
@@ -367,7 +380,10 @@ int wisp_supervisor_run(const struct wisp_config *cfg)
     if (wisp_pool_create(s.loop, &pc, &hooks, &s.pool) != 0 ||
         !(s.sigw = wisp_loop_add(s.loop, s.sigfd, EPOLLIN, on_signal, &s)))
         goto out;
-    if (load_functions(&s, true) != 0 || start_mqtt(&s) != 0 ||
+    if (s.own)
+        wisp_durable_take_all_mqtt(s.durable);
+    if (load_functions(&s, true) != 0 ||
+        (s.own ? (update_subscriptions(&s), 0) : start_mqtt(&s)) != 0 ||
         wisp_durable_attach(s.durable, s.pool, s.mqtt) != 0)
         goto out;
     log_info("wispd %s started: device %s, functions %s, broker %s", WISP_VERSION, cfg->device,

@@ -18,7 +18,8 @@ sub_start out 'out/#' -q 1 -c -i wisp-test-sub
 for i in $(seq 1 20); do pub in/a "m$i" -q 1; done
 wait_for 10 "work in progress" grep -q 'fn=relay .*outcome=ok' "$log" || fail "nothing processed"
 broker_restart
-wait_for 30 "wispd reconnected" bash -c "[ \$(grep -c 'mod=mqtt msg=\"connected to' '$log') -ge 2 ]" || fail "wispd did not reconnect"
+# Either client (Paho or wispd's own, see mqtt.client) logs its connections.
+wait_for 30 "wispd reconnected" bash -c "[ \$(grep -c 'msg=\"connected to' '$log') -ge 2 ]" || fail "wispd did not reconnect"
 for i in $(seq 21 30); do pub in/a "m$i" -q 1; done
 # At least once: a QoS 1 message cut off by the restart is sent again, so a
 # duplicate is allowed (its consumer can drop it by id); a gap is not.
@@ -30,6 +31,6 @@ wait_for 60 "all 30 outputs" all_arrived || {
   for i in $(seq 1 30); do grep -qx "out/relay m$i" "$TEST_TMP/out.raw" || echo "missing m$i" >&2; done
   fail "outputs lost across the broker restart"
 }
-grep -q 'lost the connection to' "$log" || fail "the outage was not logged"
+grep -Eq 'lost the connection to|connection to .* lost' "$log" || fail "the outage was not logged"
 wispd_stop gw
 pass
