@@ -1,14 +1,15 @@
 /*
- * The durable MQTT session: Wisp's own small MQTT client for durable
- * triggers, run on the supervisor's loop thread (non-blocking socket
+ * The durable MQTT session: Wisp's own small MQTT client (durable
+ * triggers first of all), run on the supervisor's loop thread (non-blocking socket
  * watched by the loop, timers through next_timeout/tick).
  *
  * Why not Paho: Paho 1.3.12 sends PUBACK (and PUBREC/PUBCOMP) before the
  * application sees a message, so a crash between the two loses a message
  * the broker counts as delivered. Here a QoS 1/2 PUBLISH is acknowledged
  * only when the application calls wisp_msess_ack, after the event is
- * committed to the inbox. Everything else (non-durable triggers, all
- * publishing) stays on Paho.
+ * committed to the inbox. It also publishes (the outbox), and with
+ * mqtt.client "wisp" it carries every subscription and publish of a
+ * tcp:// broker; Paho remains for TLS brokers.
  *
  * Protocol: MQTT 3.1.1 and 5 over TCP; CONNECT with clean session off
  * (v5: Clean Start 0 + Session Expiry Interval), keepalive PINGREQ,
