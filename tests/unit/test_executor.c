@@ -126,6 +126,31 @@ static void check_ok(const struct probe *p, int n, const char *name)
 
 static char tmpdir[64];
 
+static void probe_nothing(const char *arg, int fd)
+{
+    (void)arg;
+    (void)fd;
+}
+
+/* qemu-user (scripts/cross-test.sh runs the tests under it and sets
+ * WISP_UNDER_QEMU=1) refuses PR_SET_SECCOMP with EINVAL, so no filter can
+ * be installed and the executor runs unconfined with a warning. Only then
+ * are the checks that need the kernel filter skipped: the variable alone
+ * skips nothing while confinement works, and on the host it is not set. */
+static bool seccomp_missing_under_qemu(const char *test)
+{
+    const char *q = getenv("WISP_UNDER_QEMU");
+    if (!q || strcmp(q, "1") != 0)
+        return false;
+    struct probe p[4];
+    int n = run_confined(probe_nothing, "", p, 4);
+    const struct probe *c = n > 0 ? find(p, n, "confine") : NULL;
+    if (!c || c->rc >= 0 || c->err != EINVAL)
+        return false;
+    (void)fprintf(stderr, "skip %s: seccomp filters unavailable under qemu-user (EINVAL)\n", test);
+    return true;
+}
+
 /* What a confined process may and may not do. Runs in the child. */
 static void probe_basics(const char *dir, int fd)
 {
@@ -202,6 +227,8 @@ static void probe_basics(const char *dir, int fd)
 
 static void test_confine(void)
 {
+    if (seccomp_missing_under_qemu("confine"))
+        return;
     if (!wisp_test_mkdtemp(tmpdir, sizeof(tmpdir), "executor"))
         return;
     wisp_test_write(tmpdir, "existing", "hello");
@@ -274,6 +301,8 @@ static void probe_bypasses(const char *dir, int fd)
 
 static void test_confine_no_bypass(void)
 {
+    if (seccomp_missing_under_qemu("confine_no_bypass"))
+        return;
     struct probe p[16];
     int n = run_confined(probe_bypasses, "", p, 16);
     check_ok(p, n, "confine");
@@ -383,10 +412,12 @@ static void test_session(void)
     CHECK_INT_EQ(l.status, 0);
     free(l.err);
 
-    /* The executor that is serving is the confined one. */
+    /* The executor that is serving is the confined one (under qemu-user it
+     * serves unconfined: see seccomp_missing_under_qemu). */
     int seccomp = -1, nnp = -1;
     proc_status(pid, &seccomp, &nnp);
-    CHECK_INT_EQ(seccomp, 2);
+    if (!seccomp_missing_under_qemu("session: Seccomp: 2"))
+        CHECK_INT_EQ(seccomp, 2);
     CHECK_INT_EQ(nnp, 1);
 
     struct wisp_event ev = wisp_test_event("in/a", "hi", 2, 0);
