@@ -176,7 +176,9 @@ static void test_semantics(void)
     char *f = stored("f");
     CHECK_STR_EQ(f, "0.1");
     free(f);
-    CHECK(stored("gone") == NULL);
+    char *gone = stored("gone");
+    CHECK(gone == NULL);
+    free(gone);
     teardown();
 }
 
