@@ -126,12 +126,6 @@ static int add_ack(struct wisp_durable *d, uint16_t pid, int qos)
     return 0;
 }
 
-static void note_change(struct wisp_durable *d)
-{
-    if (!d->first_pending_ns)
-        d->first_pending_ns = wisp_mono_ns();
-}
-
 static void on_message(void *ud, uint16_t pid, int qos, bool dup, bool retain, const char *topic,
                        size_t topic_len, const void *payload, size_t len)
 {
@@ -159,7 +153,6 @@ static void on_message(void *ud, uint16_t pid, int qos, bool dup, bool retain, c
             d->duplicates++;
             free(t);
             (void)add_ack(d, pid, qos); /* already stored: acknowledge again */
-            note_change(d);
             return;
         }
         if (rc < 0) {
@@ -177,7 +170,6 @@ static void on_message(void *ud, uint16_t pid, int qos, bool dup, bool retain, c
             free(t);
             return;
         }
-        note_change(d);
     }
     /* Everything else (mqtt.client wisp): straight to the functions. */
     if (d->all)
@@ -310,7 +302,6 @@ static void send_outbox(struct wisp_durable *d)
                 log_error("outbox: message %llu to %s cannot be sent; dropped",
                           (unsigned long long)v[i].seq, v[i].topic);
                 (void)wisp_store_outbox_del(d->store, v[i].seq);
-                note_change(d);
             } else if (rc != 0) {
                 return; /* not connected or the window is full: go on at the next
                            completion or connect */
@@ -331,7 +322,6 @@ void wisp_durable_on_delivered(struct wisp_durable *d, uint64_t token, bool ok)
     if (ok) {
         d->delivered++;
         (void)wisp_store_outbox_del(d->store, token);
-        note_change(d);
     } else {
         uint64_t before = token - 1;
         if (!d->rewind || before < d->rewind_to)

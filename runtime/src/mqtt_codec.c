@@ -601,18 +601,30 @@ int mqtt_decode_publish(int version, uint8_t first, const uint8_t *b, size_t n,
     return 0;
 }
 
-int mqtt_decode_pubrel(int version, uint8_t first, const uint8_t *b, size_t n, struct mqtt_ack *out,
-                       const char **why)
+/* PUBREL, PUBACK, PUBREC and PUBCOMP share one layout: packet id, then
+ * (MQTT 5) an optional reason code and properties. */
+struct ack_errors {
+    const char *is_short, *zero_pid, *trailing;
+};
+
+static const struct ack_errors pubrel_errors = {
+    "PUBREL shorter than 2 bytes", "PUBREL packet identifier 0", "PUBREL has trailing bytes"};
+static const struct ack_errors puback_errors = {"PUBACK/PUBREC/PUBCOMP shorter than 2 bytes",
+                                                "PUBACK/PUBREC/PUBCOMP packet identifier 0",
+                                                "PUBACK/PUBREC/PUBCOMP has trailing bytes"};
+
+static int decode_ack(int version, uint8_t first, uint8_t flags, const struct ack_errors *e,
+                      const uint8_t *b, size_t n, struct mqtt_ack *out, const char **why)
 {
     memset(out, 0, sizeof(*out));
-    int rc = check_flags(first, 0x02, why);
+    int rc = check_flags(first, flags, why);
     if (rc)
         return rc;
     struct rd r = {b, n, 0};
     if (!get16(&r, &out->pid))
-        return MALFORMED(why, "PUBREL shorter than 2 bytes");
+        return MALFORMED(why, e->is_short);
     if (out->pid == 0)
-        return MALFORMED(why, "PUBREL packet identifier 0");
+        return MALFORMED(why, e->zero_pid);
     if (version == 5 && left(&r) > 0) {
         (void)get8(&r, &out->code);
         if (left(&r) > 0) {
@@ -622,36 +634,25 @@ int mqtt_decode_pubrel(int version, uint8_t first, const uint8_t *b, size_t n, s
         }
     }
     if (left(&r) != 0)
-        return MALFORMED(why, "PUBREL has trailing bytes");
+        return MALFORMED(why, e->trailing);
     return 0;
+}
+
+int mqtt_decode_pubrel(int version, uint8_t first, const uint8_t *b, size_t n, struct mqtt_ack *out,
+                       const char **why)
+{
+    return decode_ack(version, first, 0x02, &pubrel_errors, b, n, out, why);
 }
 
 int mqtt_decode_puback(int version, uint8_t first, const uint8_t *b, size_t n, struct mqtt_ack *out,
                        const char **why)
 {
-    memset(out, 0, sizeof(*out));
     int type = first >> 4;
-    if (type != MQTT_PUBACK && type != MQTT_PUBREC && type != MQTT_PUBCOMP)
+    if (type != MQTT_PUBACK && type != MQTT_PUBREC && type != MQTT_PUBCOMP) {
+        memset(out, 0, sizeof(*out));
         return MALFORMED(why, "not a PUBACK, PUBREC or PUBCOMP");
-    int rc = check_flags(first, 0, why);
-    if (rc)
-        return rc;
-    struct rd r = {b, n, 0};
-    if (!get16(&r, &out->pid))
-        return MALFORMED(why, "PUBACK/PUBREC/PUBCOMP shorter than 2 bytes");
-    if (out->pid == 0)
-        return MALFORMED(why, "PUBACK/PUBREC/PUBCOMP packet identifier 0");
-    if (version == 5 && left(&r) > 0) {
-        (void)get8(&r, &out->code);
-        if (left(&r) > 0) {
-            rc = get_props(&r, &out->props, why);
-            if (rc)
-                return rc;
-        }
     }
-    if (left(&r) != 0)
-        return MALFORMED(why, "PUBACK/PUBREC/PUBCOMP has trailing bytes");
-    return 0;
+    return decode_ack(version, first, 0, &puback_errors, b, n, out, why);
 }
 
 int mqtt_decode_suback(int version, uint8_t first, const uint8_t *b, size_t n, struct mqtt_ack *out,

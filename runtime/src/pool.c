@@ -267,7 +267,7 @@ void wisp_pool_schedule(struct wisp_pool *p)
     sweep(p);
 }
 
-static struct blob *blob_new(const char *subject, const void *payload, size_t len)
+struct blob *wisp_blob_new(const char *subject, const void *payload, size_t len)
 {
     struct blob *b = calloc(1, sizeof(*b));
     if (!b)
@@ -286,7 +286,7 @@ static struct blob *blob_new(const char *subject, const void *payload, size_t le
 }
 
 struct pev *wisp_pool_enqueue(struct wisp_pool *p, struct fn *fn, struct blob *b, const char *id,
-                              int qos, int retain, bool durable)
+                              const char *time, int qos, int retain, bool durable)
 {
     /* Durable events are already stored: the limit is applied at intake. */
     if (!durable && fn->qlen >= p->cfg.queue_max) {
@@ -302,7 +302,10 @@ struct pev *wisp_pool_enqueue(struct wisp_pool *p, struct fn *fn, struct blob *b
     ev->blob = b;
     b->refs++;
     (void)snprintf(ev->id, sizeof(ev->id), "%s", id); /* ids are made to fit */
-    wisp_rfc3339(wisp_real_ns(), ev->time, sizeof(ev->time));
+    if (time)
+        (void)snprintf(ev->time, sizeof(ev->time), "%s", time); /* times are made to fit */
+    else
+        wisp_rfc3339(wisp_real_ns(), ev->time, sizeof(ev->time));
     ev->qos = qos;
     ev->retain = retain;
     fn_push(fn, ev);
@@ -348,11 +351,11 @@ static int submit_mqtt(struct wisp_pool *p, char **topicp, char **payloadp, size
             b->len = len;
             *topicp = *payloadp = NULL;
         } else if (!b && !adopt) {
-            b = blob_new(topic, *payloadp, len);
+            b = wisp_blob_new(topic, *payloadp, len);
         }
         if (!b)
             return -ENOMEM;
-        if (wisp_pool_enqueue(p, fn, b, id, qos, retain, false))
+        if (wisp_pool_enqueue(p, fn, b, id, NULL, qos, retain, false))
             matched++;
     }
     if (b && b->refs == 0)
@@ -380,11 +383,11 @@ int wisp_pool_submit_to(struct wisp_pool *p, const char *fn_name, const char *su
     struct fn *fn = wisp_pool_find_active(p, fn_name);
     if (!fn)
         return -ENOENT;
-    struct blob *b = blob_new(subject, payload, len);
+    struct blob *b = wisp_blob_new(subject, payload, len);
     if (!b)
         return -ENOMEM;
     wisp_pool_next_id(p, event_id, 40);
-    int rc = wisp_pool_enqueue(p, fn, b, event_id, 0, 0, false) ? 0 : -ENOBUFS;
+    int rc = wisp_pool_enqueue(p, fn, b, event_id, NULL, 0, 0, false) ? 0 : -ENOBUFS;
     if (rc != 0)
         wisp_blob_free(b);
     wisp_pool_schedule(p);

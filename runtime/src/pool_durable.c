@@ -25,21 +25,6 @@
 
 #define MQTT_EVENT_TYPE "wisp.mqtt.message"
 
-static struct blob *blob_copy(const char *subject, const void *payload, size_t len)
-{
-    struct blob *b = calloc(1, sizeof(*b));
-    if (!b)
-        return NULL;
-    b->payload = wisp_strndup(payload, len);
-    b->subject = subject ? wisp_strndup(subject, strlen(subject)) : NULL;
-    b->len = len;
-    if (!b->payload || (subject && !b->subject)) {
-        wisp_blob_free(b);
-        return NULL;
-    }
-    return b;
-}
-
 bool wisp_pool_matches_durable(const struct wisp_pool *p, const char *topic)
 {
     size_t tlen = strlen(topic);
@@ -60,7 +45,7 @@ int wisp_pool_submit_durable(struct wisp_pool *p, const char *topic, const void 
     for (struct fn *fn = p->fns; fn; fn = fn->next) {
         if (fn->retired || !wisp_fn_matches(fn, topic, tlen, true))
             continue;
-        if (!b && !(b = blob_copy(topic, payload, len)))
+        if (!b && !(b = wisp_blob_new(topic, payload, len)))
             return -ENOMEM;
         char id[40], now[32];
         wisp_pool_next_id(p, id, sizeof(id));
@@ -83,14 +68,13 @@ int wisp_pool_submit_durable(struct wisp_pool *p, const char *topic, const void 
                 wisp_blob_free(b);
             return rc;
         }
-        struct pev *ev = wisp_pool_enqueue(p, fn, b, id, qos, retain, true);
+        struct pev *ev = wisp_pool_enqueue(p, fn, b, id, now, qos, retain, true);
         if (!ev) {
             /* Out of memory: the event is stored and comes back at the
              * next start; nothing is lost. */
             log_error("%s: out of memory queueing stored event %s", fn->spec->name, id);
             continue;
         }
-        (void)snprintf(ev->time, sizeof(ev->time), "%s", now);
         ev->inbox_id = inbox_id;
         if (inbox_id > p->inbox_seen)
             p->inbox_seen = inbox_id;
@@ -118,15 +102,15 @@ static int recover_one(void *ud, uint64_t id, const struct wisp_inbox_rec *rec)
             log_warn("inbox: events for function %s, which is not loaded, stay stored", rec->fn);
         return 0;
     }
-    struct blob *b = blob_copy(rec->subject, rec->payload, rec->payload_len);
-    struct pev *ev =
-        b ? wisp_pool_enqueue(rc->p, fn, b, rec->event_id, rec->qos, rec->retain, true) : NULL;
+    struct blob *b = wisp_blob_new(rec->subject, rec->payload, rec->payload_len);
+    struct pev *ev = b ? wisp_pool_enqueue(rc->p, fn, b, rec->event_id, rec->time ? rec->time : "",
+                                           rec->qos, rec->retain, true)
+                       : NULL;
     if (!ev) {
         if (b)
             wisp_blob_free(b);
         return -ENOMEM;
     }
-    (void)snprintf(ev->time, sizeof(ev->time), "%s", rec->time ? rec->time : "");
     ev->inbox_id = id;
     ev->attempt = rec->attempts;
     if (id > rc->max_id)

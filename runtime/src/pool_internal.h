@@ -83,13 +83,16 @@ struct wisp_pool {
 };
 
 /* pool.c */
+/* A blob holding copies of subject (may be NULL) and payload; NULL on OOM. */
+struct blob *wisp_blob_new(const char *subject, const void *payload, size_t len);
 void wisp_blob_free(struct blob *b);
 struct fn *wisp_pool_find_active(struct wisp_pool *p, const char *name);
 void wisp_pool_next_id(struct wisp_pool *p, char *id, size_t cap);
-/* Queues an event for fn (taking a reference on b). Non-durable events are
- * refused (NULL, counted as dropped) past queue_max. NULL also on OOM. */
+/* Queues an event for fn (taking a reference on b), accepted at `time`
+ * (RFC 3339; NULL: now). Non-durable events are refused (NULL, counted as
+ * dropped) past queue_max. NULL also on OOM. */
 struct pev *wisp_pool_enqueue(struct wisp_pool *p, struct fn *fn, struct blob *b, const char *id,
-                              int qos, int retain, bool durable);
+                              const char *time, int qos, int retain, bool durable);
 /* True when one of fn's mqtt triggers with this durability matches. */
 bool wisp_fn_matches(const struct fn *fn, const char *topic, size_t tlen, bool durable);
 void wisp_pool_finish(struct wisp_pool *p, struct fn *fn, struct pev *ev, struct wisp_result *res,
