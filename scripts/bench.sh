@@ -7,7 +7,9 @@
 #   scripts/bench.sh --smoke          (ctest "bench_smoke": relay + loadgen ~1 s, messages flowed?)
 #
 # Figures (relay, wispd, wispd/relay, and node-red, node-red/relay):
-#   throughput      QoS 0, 64 in flight, --duration s (default 5), median of --runs (default 3)
+#   throughput      QoS 0, 64 in flight, --duration s (default 5), median of --runs (default 3);
+#                   wispd runs the transform as a Lua function and, in the same rounds, as a
+#                   native C function (tests/bench/native/transform): native msg/s and native/Lua
 #   latency         QoS 0, 1 in flight, 2000 messages after 100 warmup: p50, p99, added p50
 #   startup         process start to the first output of a probe sent every 2 ms, median and
 #                   min of 5 (wispd: a fresh data dir each time)
@@ -261,6 +263,8 @@ else
         cmake --build "$BUILD" -j"$(nproc)" --target wispd >"$TEST_TMP/build-wispd.log" 2>&1 ||
             say "building wispd failed (tail of the log below); wispd figures will be skipped"$'\n'"$(tail -5 "$TEST_TMP/build-wispd.log")"
     fi
+    cmake --build "$BUILD" -j"$(nproc)" --target wisp-bench-native-transform >"$TEST_TMP/build-native.log" 2>&1 ||
+        say "building the native transform failed (tail of the log below); its row will be skipped"$'\n'"$(tail -5 "$TEST_TMP/build-native.log")"
 fi
 [[ -x $RELAY && -x $LOADGEN ]] || { say "missing $RELAY or $LOADGEN"; exit 1; }
 
@@ -310,6 +314,16 @@ FN_ONE=$TEST_TMP/fn-transform
 mkdir -p "$FN_ONE"
 cp -r "$ROOT/tests/bench/functions/transform" "$FN_ONE/"
 FN_ALL=$ROOT/tests/bench/functions
+# The same transform as a native C function (handler.so built by CMake into the build tree).
+FN_NATIVE=$TEST_TMP/fn-native
+NATIVE_OK=0
+if [[ -f $BUILD/tests/bench/native/transform/handler.so ]]; then
+    mkdir -p "$FN_NATIVE"
+    cp -r "$BUILD/tests/bench/native/transform" "$FN_NATIVE/"
+    NATIVE_OK=1
+elif ((WISPD_OK)); then
+    say "no $BUILD/tests/bench/native/transform/handler.so: SKIPPING the native handler row"
+fi
 echo '{"executors": {"idle_timeout_ms": '"$COLD_IDLE_TIMEOUT_MS"'}}' >"$TEST_TMP/cold.json"
 
 WISPD_N=0
@@ -385,6 +399,7 @@ start_target() {
     case $1 in
     relay) start_relay || return 1; pid=$RELAY_PID ;;
     wispd) start_wispd "$2" || return 1; pid=$WISPD_PID ;;
+    wispd-native) start_wispd "$FN_NATIVE" || return 1; pid=$WISPD_PID ;;
     node-red) start_nr || return 1; pid=$NR_PID ;;
     esac
 }
@@ -392,6 +407,9 @@ start_target() {
 TARGETS=(relay)
 ((WISPD_OK)) && TARGETS+=(wispd)
 ((NR_OK)) && TARGETS+=(node-red)
+# Throughput and latency also run wispd with the native transform, in the same rounds.
+TTARGETS=("${TARGETS[@]}")
+((WISPD_OK && NATIVE_OK)) && TTARGETS=(relay wispd wispd-native "${TARGETS[@]:2}")
 
 # ---------------------------------------------------------------- throughput and latency
 # Rounds, targets interleaved inside each round and each started fresh, so that a slow
@@ -409,7 +427,7 @@ sum() {
 say "== throughput (QoS 0, 64 in flight, ${DURATION}s) and latency (QoS 0, 1 in flight," \
     "$LAT_COUNT messages): $RUNS round(s), targets interleaved"
 for ((r = 1; r <= RUNS; r++)); do
-    for t in "${TARGETS[@]}"; do
+    for t in "${TTARGETS[@]}"; do
         start_target "$t" "$FN_ONE" || { say "$t did not start or never answered"; continue; }
         lat=$(lg --qos 0 --inflight 1 --count "$LAT_COUNT" --warmup 100) || true
         thr=$(lg --qos 0 --inflight 64 --duration "$DURATION") || true
@@ -428,7 +446,7 @@ for ((r = 1; r <= RUNS; r++)); do
             "malformed $(kv bad "$thr")+$(kv bad "$lat")"
     done
 done
-for t in "${TARGETS[@]}"; do
+for t in "${TTARGETS[@]}"; do
     [[ -n ${THR[$t]:-} ]] || continue
     # shellcheck disable=SC2086 # word splitting of the value lists is intended
     {
@@ -596,6 +614,7 @@ done
 v() { echo "${R[$1]:-n/a}"; }
 if ((WISPD_OK)); then
     R[wispd.added_p50]=$(diff_of "$(v wispd.p50)" "$(v relay.p50)")
+    R[wispd-native.vs_lua]=$(ratio "$(v wispd-native.throughput)" "$(v wispd.throughput)")
 fi
 ((NR_OK)) && R[node-red.added_p50]=$(diff_of "$(v node-red.p50)" "$(v relay.p50)")
 
@@ -633,6 +652,8 @@ report() {
     echo
     cells figure relay wispd wispd/rly node-red nr/rly
     row "throughput QoS0 64 in flight (msg/s, med $RUNS)" throughput
+    cells "  wispd native C handler (msg/s; native/lua)" - "$(v wispd-native.throughput)" \
+        "$(v wispd-native.vs_lua)"
     row "latency QoS0 1 in flight p50 (us)" p50
     row "latency QoS0 1 in flight p99 (us)" p99
     cells "lost / malformed outputs, all rounds" "$(v relay.lost)/$(v relay.bad)" \

@@ -6,8 +6,11 @@
 
 #include "util.h"
 
+extern const struct wisp_engine_ops wisp_engine_native; /* engine_native.c */
+
 static const struct wisp_engine_ops *const engines[] = {
     &wisp_engine_lua,
+    &wisp_engine_native,
 };
 
 const struct wisp_engine_ops *wisp_engine_find(const char *name)
