@@ -20,11 +20,15 @@
 
 #include "fnspec_internal.h"
 #include "topic.h"
+#include "trigger_internal.h"
 #include "util.h"
 
 /* Every trigger kind, by name. Adding a kind: its file plus one line here. */
 static const struct wisp_trigger_kind *const trigger_kinds[] = {
     &wisp_trigger_mqtt,
+    &wisp_trigger_timer,
+    &wisp_trigger_sensor,
+    &wisp_trigger_gpio,
 };
 
 const struct wisp_trigger_kind *wisp_trigger_kind_find(const char *name)
@@ -347,8 +351,9 @@ static int parse_env(const cJSON *root, struct wisp_fnspec *spec, char *err, siz
 
 static int parse_root(const cJSON *root, struct wisp_fnspec *spec, char *err, size_t errlen)
 {
-    static const char *const keys[] = {"name",     "description", "version", "runtime", "handler",
-                                       "triggers", "limits",      "retry",   "output",  "env"};
+    static const char *const keys[] = {"name",    "description", "version", "runtime",
+                                       "handler", "triggers",    "limits",  "retry",
+                                       "output",  "env",         "gpio"};
     int rc;
     if (!cJSON_IsObject(root))
         return bad_value("(root)", "must be a JSON object", root, err, errlen);
@@ -357,7 +362,9 @@ static int parse_root(const cJSON *root, struct wisp_fnspec *spec, char *err, si
         (rc = parse_handler(root, spec, err, errlen)) ||
         (rc = parse_triggers(root, spec, err, errlen)) ||
         (rc = parse_limits(root, spec, err, errlen)) ||
-        (rc = parse_retry(root, spec, err, errlen)) || (rc = parse_output(root, spec, err, errlen)))
+        (rc = parse_retry(root, spec, err, errlen)) ||
+        (rc = parse_output(root, spec, err, errlen)) ||
+        (rc = wisp_fnspec_parse_gpio(root, spec, err, errlen)))
         return rc;
     return parse_env(root, spec, err, errlen);
 }
@@ -409,6 +416,7 @@ void wisp_fnspec_destroy(struct wisp_fnspec *spec)
         free(spec->env[i].key);
         free(spec->env[i].value);
     }
+    wisp_fnspec_free_gpio(spec);
     free(spec->triggers);
     free(spec->env);
     free(spec->dir);

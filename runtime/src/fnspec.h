@@ -31,6 +31,19 @@ struct wisp_trigger {
     char *topic;  /* subscription filter */
     int qos;      /* 0, 1 or 2; default 1 */
     bool durable; /* events go through the inbox; default: qos > 0 */
+    /* timer: schedule from "every" or "cron"; label is "every 10s" or
+     * "cron 0 * * * * *" (the events' subject). sensor: poll schedule. */
+    struct wisp_schedule *schedule;
+    char *label;
+    /* sensor */
+    char *sensor; /* configured sensor name */
+    double change, above, below, hysteresis;
+    bool has_change, has_above, has_below;
+    /* gpio */
+    char *chip;
+    uint32_t line;
+    int edge; /* 1 rising, 2 falling, 3 both (enum wisp_gpio_edge) */
+    uint32_t debounce_ms;
 };
 
 struct wisp_trigger_kind {
@@ -46,9 +59,24 @@ struct wisp_trigger_kind {
 };
 
 extern const struct wisp_trigger_kind wisp_trigger_mqtt;
+extern const struct wisp_trigger_kind wisp_trigger_timer;
+extern const struct wisp_trigger_kind wisp_trigger_sensor;
+extern const struct wisp_trigger_kind wisp_trigger_gpio;
 
 /* Finds a registered trigger kind by name, or NULL. */
 const struct wisp_trigger_kind *wisp_trigger_kind_find(const char *name);
+
+/* A GPIO line a function may use through ctx.gpio: "gpio.outputs" may be
+ * driven and read, "gpio.inputs" only read (lines of its gpio triggers are
+ * readable too). */
+struct wisp_gpio_line_ref {
+    char *chip;
+    uint32_t line;
+    bool output;
+};
+
+#define WISP_MAX_GPIO_LINES 64u
+#define WISP_MAX_GPIO_LINE  1023u
 
 struct wisp_env_var {
     char *key;
@@ -96,6 +124,8 @@ struct wisp_fnspec {
     bool envelope;           /* output.envelope "cloudevents": messages wrapped in a CloudEvent */
     struct wisp_env_var *env;
     size_t n_env;
+    struct wisp_gpio_line_ref *gpio;
+    size_t n_gpio;
 };
 
 /* Parses function.json text (not NUL-terminated necessarily) into a new spec.
@@ -113,6 +143,9 @@ int wisp_fnspec_load(const char *dir, struct wisp_fnspec **out, char *err, size_
 
 /* Frees a spec; NULL is a no-op. */
 void wisp_fnspec_destroy(struct wisp_fnspec *spec);
+
+/* What ctx.gpio may do with chip/line: 2 drive and read, 1 read, 0 none. */
+int wisp_fnspec_gpio_access(const struct wisp_fnspec *spec, const char *chip, uint32_t line);
 
 /* Looks up an env value; NULL when absent. */
 const char *wisp_fnspec_env(const struct wisp_fnspec *spec, const char *key);
@@ -132,6 +165,11 @@ int wisp_fnspec_check_keys(const struct cJSON *obj, const char *field, const cha
  * when the key is absent. */
 int wisp_fnspec_get_u32(const struct cJSON *obj, const char *field, const char *key, uint32_t min,
                         uint32_t max, uint32_t def, uint32_t *out, char *err, size_t errlen);
+
+/* Reads obj.key as a finite JSON number in [min, max] into *out; *present
+ * tells whether the key was there (*out untouched when absent). */
+int wisp_fnspec_get_double(const struct cJSON *obj, const char *field, const char *key, double min,
+                           double max, double *out, bool *present, char *err, size_t errlen);
 
 /* Reads obj.key as a string of at most max_bytes; *out borrows from obj and is
  * NULL when the key is absent and not required. */

@@ -143,6 +143,25 @@ int wisp_fnspec_get_u32(const struct cJSON *obj, const char *field, const char *
                      min, max, show);
 }
 
+int wisp_fnspec_get_double(const struct cJSON *obj, const char *field, const char *key, double min,
+                           double max, double *out, bool *present, char *err, size_t errlen)
+{
+    const cJSON *item = cJSON_GetObjectItemCaseSensitive(obj, key);
+    *present = item != NULL;
+    if (!item)
+        return 0;
+    double v = item->valuedouble;
+    if (cJSON_IsNumber(item) && !(v < min) && !(v > max)) {
+        *out = v;
+        return 0;
+    }
+    char path[PATH_CAP], show[SHOW_CAP];
+    path_of(field, key, path, sizeof(path));
+    wisp_fnspec_describe(item, show, sizeof(show));
+    return wisp_errf(err, errlen, -EINVAL, "%s: must be a number from %g to %g, got %s", path, min,
+                     max, show);
+}
+
 int wisp_fnspec_get_str(const struct cJSON *obj, const char *field, const char *key, int required,
                         size_t max_bytes, const char **out, char *err, size_t errlen)
 {

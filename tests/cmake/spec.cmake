@@ -1,7 +1,8 @@
 # function.json parsing and MQTT topic rules (runtime/src/fnspec*.c, topic.c,
-# trigger_mqtt.c).
+# trigger_*.c).
 wisp_unit_test(test_fnspec)
 wisp_unit_test(test_fnspec_load)
+wisp_unit_test(test_triggers)
 wisp_unit_test(test_topic)
 
 # libFuzzer needs clang. The target compiles the parser's sources itself so
@@ -14,6 +15,10 @@ if(CMAKE_C_COMPILER_ID STREQUAL "Clang")
     ${PROJECT_SOURCE_DIR}/runtime/src/fnspec_json.c
     ${PROJECT_SOURCE_DIR}/runtime/src/fnspec_load.c
     ${PROJECT_SOURCE_DIR}/runtime/src/trigger_mqtt.c
+    ${PROJECT_SOURCE_DIR}/runtime/src/trigger_timer.c
+    ${PROJECT_SOURCE_DIR}/runtime/src/trigger_sensor.c
+    ${PROJECT_SOURCE_DIR}/runtime/src/trigger_gpio.c
+    ${PROJECT_SOURCE_DIR}/runtime/src/schedule.c
     ${PROJECT_SOURCE_DIR}/runtime/src/topic.c
     ${PROJECT_SOURCE_DIR}/runtime/src/util.c)
   target_include_directories(fuzz_fnspec PRIVATE ${PROJECT_SOURCE_DIR}/runtime/src)

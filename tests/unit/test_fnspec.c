@@ -18,23 +18,9 @@
 
 static char err[1024];
 
-/* Parses single-quoted JSON; returns the spec (NULL on error, err set). */
 static struct wisp_fnspec *parse_q(const char *text, int *rc_out)
 {
-    size_t len = strlen(text);
-    char *buf = malloc(len + 1);
-    struct wisp_fnspec *spec = NULL;
-    if (!buf)
-        return NULL;
-    memcpy(buf, text, len + 1);
-    for (char *p = strchr(buf, '\''); p; p = strchr(p, '\''))
-        *p = '"';
-    err[0] = '\0';
-    int rc = wisp_fnspec_parse(buf, len, "fn/function.json", "fn", &spec, err, sizeof(err));
-    if (rc_out)
-        *rc_out = rc;
-    free(buf);
-    return spec;
+    return wisp_test_parse_q(text, rc_out, err, sizeof(err));
 }
 
 static void expect_ok(const char *text)
@@ -192,7 +178,7 @@ static const struct bad_case bad_root[] = {
     {"{\n  'name': 'a',\n  'triggers': [,]\n}", "(json): invalid JSON at line 3, column 16"},
     {" ", "(json): invalid JSON at line 1"},
     {DOC(",'nmae':'x'"), "(root): unknown key \"nmae\" (allowed: name, description, version, "
-                         "runtime, handler, triggers, limits, retry, output, env)"},
+                         "runtime, handler, triggers, limits, retry, output, env, gpio)"},
     {DOC(",'Name':'x'"), "(root): unknown key \"Name\""},
     {DOC(",'$schema':'x'"), "(root): unknown key \"$schema\""},
     {DOC(",'name':'b'"), "(root): duplicate key \"name\""},
@@ -248,19 +234,24 @@ static const struct bad_case bad_triggers[] = {
                                    "got an object"},
     {"{'name':'a','triggers':'mqtt'}", "triggers: must be an array"},
     {"{'name':'a','triggers':[]}", "triggers: must have 1 to 64 entries, got 0"},
-    {DOC_T("5"), "triggers[0]: must be an object with a \"type\" (known: mqtt), got 5"},
+    {DOC_T("5"),
+     "triggers[0]: must be an object with a \"type\" (known: mqtt, timer, sensor, gpio), got 5"},
     {DOC_T("[]"), "triggers[0]: must be an object with a \"type\""},
     {DOC_T("null"), "triggers[0]: must be an object"},
-    {DOC_T("{}"), "triggers[0].type: missing; every trigger needs a type (known: mqtt)"},
+    {DOC_T("{}"),
+     "triggers[0].type: missing; every trigger needs a type (known: mqtt, timer, sensor, gpio)"},
     {DOC_T("{'topic':'t'}"), "triggers[0].type: missing"},
-    {DOC_T("{'type':5}"), "triggers[0].type: must be a string (known: mqtt), got 5"},
-    {DOC_T("{'type':'timer','every':'30s'}"),
-     "fn/function.json:triggers[0].type: unknown trigger type \"timer\" (known: mqtt)"},
+    {DOC_T("{'type':5}"),
+     "triggers[0].type: must be a string (known: mqtt, timer, sensor, gpio), got 5"},
+    {DOC_T("{'type':'webhook','path':'/x'}"),
+     "fn/function.json:triggers[0].type: unknown trigger type \"webhook\" (known: mqtt, timer, "
+     "sensor, gpio)"},
     {DOC_T("{'type':'MQTT','topic':'t'}"), "unknown trigger type \"MQTT\""},
     {DOC_T(TRIG ",{'type':'mqtt','topic':'a/#/b'}"),
      "triggers[1].topic: must be an MQTT topic filter like \"sensors/+/temp\" ('#' must be the "
      "whole last level, as in \"a/#\"), got \"a/#/b\""},
-    {DOC_T(TRIG "," TRIG ",{'type':'gpio'}"), "triggers[2].type: unknown trigger type \"gpio\""},
+    {DOC_T(TRIG "," TRIG ",{'type':'pigeon'}"),
+     "triggers[2].type: unknown trigger type \"pigeon\""},
     {DOC_T("{'type':'mqtt'}"), "triggers[0].topic: missing; an mqtt trigger needs a topic filter"},
     {DOC_T("{'type':'mqtt','topic':5}"), "triggers[0].topic: must be a string, got 5"},
     {DOC_T("{'type':'mqtt','topic':''}"), "triggers[0].topic: must be an MQTT topic filter like "
@@ -534,7 +525,8 @@ static void test_helpers(void)
 {
     char buf[128];
     CHECK(wisp_trigger_kind_find("mqtt") == &wisp_trigger_mqtt);
-    CHECK(wisp_trigger_kind_find("timer") == NULL);
+    CHECK(wisp_trigger_kind_find("timer") == &wisp_trigger_timer);
+    CHECK(wisp_trigger_kind_find("webhook") == NULL);
     CHECK(wisp_trigger_kind_find("") == NULL);
     CHECK(wisp_trigger_kind_find(NULL) == NULL);
     CHECK_STR_EQ(wisp_trigger_mqtt.name, "mqtt");

@@ -1,5 +1,7 @@
 #include "testutil.h"
 
+#include "fnspec.h"
+
 #include <errno.h>
 #include <ftw.h>
 #include <signal.h>
@@ -155,4 +157,22 @@ struct wisp_event wisp_test_event(const char *subject, const char *payload, size
         .qos = qos,
         .retain = 0,
     };
+}
+
+struct wisp_fnspec *wisp_test_parse_q(const char *text, int *rc_out, char *err, size_t errlen)
+{
+    size_t len = strlen(text);
+    char *buf = malloc(len + 1);
+    struct wisp_fnspec *spec = NULL;
+    if (!buf)
+        return NULL;
+    memcpy(buf, text, len + 1);
+    for (char *p = strchr(buf, '\''); p; p = strchr(p, '\''))
+        *p = '"';
+    err[0] = '\0';
+    int rc = wisp_fnspec_parse(buf, len, "fn/function.json", "fn", &spec, err, errlen);
+    if (rc_out)
+        *rc_out = rc;
+    free(buf);
+    return spec;
 }

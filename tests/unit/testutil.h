@@ -45,6 +45,12 @@ char *wisp_test_read_file(const char *path);
 void wisp_test_write_fn(const char *dir, const char *name, const char *topic, const char *extra,
                         const char *handler);
 
+struct wisp_fnspec;
+/* Parses function.json text written with single quotes (turned into double
+ * quotes first, to keep test tables readable) with origin
+ * "fn/function.json". Returns the spec, or NULL with the message in err. */
+struct wisp_fnspec *wisp_test_parse_q(const char *text, int *rc_out, char *err, size_t errlen);
+
 /* `unit` n times between `pre` and `post`, malloc'd (for size limits). */
 char *wisp_test_repeat(const char *pre, const char *unit, size_t n, const char *post);
 
