@@ -21,9 +21,14 @@ done
 scripts/install-deps.sh
 echo "== building"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" --target wispd wisp >/dev/null
+cmake --build build -j"$(nproc)" --target wispd wisp example-native-threshold >/dev/null
 wispd=$root/build/runtime/wispd
 wisp=$root/build/runtime/wisp
+# build/examples holds every example as a complete function folder (the
+# native one with its handler.so); examples/gateway.json configures the
+# simulated sensors and GPIO chip they use.
+examples=$root/build/examples
+gateway=$root/examples/gateway.json
 
 source tests/lib/broker.sh
 test_tmp_init
@@ -46,14 +51,14 @@ trap stop_all EXIT
 trap 'echo; echo "== Ctrl-C: stopping early"' INT
 
 echo "== checking the example functions"
-"$wisp" validate examples
+"$wisp" validate "$examples"
 
 broker_start
 echo "== mosquitto listening on $BROKER_URI"
 
 log=$TEST_TMP/wispd.log
-"$wispd" --functions examples --broker "$BROKER_URI" --data "$TEST_TMP/data" \
-  --device quickstart >"$log" 2>&1 &
+"$wispd" --functions "$examples" --config "$gateway" --broker "$BROKER_URI" \
+  --data "$TEST_TMP/data" --device quickstart >"$log" 2>&1 &
 wispd_pid=$!
 wait_for 10 "wispd ready" grep -q 'msg="ready' "$log" || { cat "$log"; exit 1; }
 grep -o 'msg="ready[^"]*"' "$log" | sed 's/^/== wispd /'
@@ -61,7 +66,7 @@ grep -o 'msg="ready[^"]*"' "$log" | sed 's/^/== wispd /'
 # Everything the functions publish, as it happens.
 : >"$TEST_TMP/outputs"
 mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -v -t 'alerts/#' -t 'readings/#' -t 'csv/#' \
-  -t 'wisp/dlq/#' >"$TEST_TMP/outputs" &
+  -t 'status/#' -t 'door/#' -t 'wisp/dlq/#' >"$TEST_TMP/outputs" &
 track_pid $!
 tail -n +1 -f "$TEST_TMP/outputs" | sed -u 's/^/  out  /' &
 track_pid $!
@@ -91,7 +96,9 @@ simulate() {
 }
 simulate &
 sim_pid=$!
-echo "== simulated sensors publishing to sensors/<room>/temp for ${duration}s; outputs:"
+echo "== for ${duration}s: MQTT sensors on sensors/<room>/temp and sensors/hall/humidity; a"
+echo "   simulated boiler sensor, CPU sensor and doorbell GPIO line (examples/gateway.json);"
+echo "   a 5 s heartbeat timer. Outputs:"
 sleep "$duration" &
 wait $! || true
 kill "$sim_pid" 2>/dev/null || true
@@ -123,10 +130,10 @@ for fn in $(grep -o 'mod=report fn=[^ ]*' "$log" | cut -d= -f3 | sort -u); do
   printf '%-14s %8d %6d %7d %8d %9d %7s\n' "$fn" "$n" "$ok" "$((n - ok - to))" "$to" "$cold" "$p50"
 done
 echo
-printf 'messages published by the functions: %s (alerts %s, readings %s, csv %s, dead letters %s)\n' \
-  "$(grep -c '' "$TEST_TMP/outputs")" "$(grep -c '^alerts/' "$TEST_TMP/outputs" || true)" \
-  "$(grep -c '^readings/' "$TEST_TMP/outputs" || true)" "$(grep -c '^csv/' "$TEST_TMP/outputs" || true)" \
-  "$(grep -c '^wisp/dlq/' "$TEST_TMP/outputs" || true)"
+count() { grep -c "^$1" "$TEST_TMP/outputs" || true; }
+printf 'messages published by the functions: %s (alerts %s, readings %s, csv %s, status %s, door %s, dead letters %s)\n' \
+  "$(grep -c '' "$TEST_TMP/outputs")" "$(count alerts/)" "$(count readings/)" "$(count csv/)" \
+  "$(count status/)" "$(count door/)" "$(count wisp/dlq/)"
 if [ "$pss_kb" -gt 0 ]; then
   printf 'wispd memory (PSS, supervisor + zygote + warm executors): %d KiB\n' "$pss_kb"
 else

@@ -12,6 +12,8 @@
 #include "log.h"
 #include "loop.h"
 #include "pool.h"
+#include "config.h"
+#include "devices.h"
 #include "registry.h"
 #include "store.h"
 #include "util.h"
@@ -33,6 +35,10 @@ static void usage(FILE *out)
                        "        dead letters: show them, put them back in the inbox, delete them\n"
                        "  backup DEST_DIR [--data DIR]\n"
                        "        compacting copy of the store, safe while wispd runs\n"
+                       "  sensors [--config FILE]\n"
+                       "        the configured sensors with a reading taken now\n"
+                       "  gpio [--config FILE]\n"
+                       "        GPIO chips and their lines\n"
                        "  version\n"
                        "\n"
                        "Run `wisp <command> --help` for a command's options.\n");
@@ -42,7 +48,7 @@ static void run_usage(FILE *out)
 {
     (void)fprintf(out,
                   "Usage: wisp run DIR [--event JSON|@FILE] [--topic TOPIC] [--data DIR]\n"
-                  "                [--log-level L]\n"
+                  "                [--config FILE] [--log-level L]\n"
                   "\n"
                   "  DIR            a function folder (function.json + handler)\n"
                   "  --event JSON   the event payload, inline or @file (default: {})\n"
@@ -50,6 +56,8 @@ static void run_usage(FILE *out)
                   "                 wildcards replaced by \"test\")\n"
                   "  --data DIR     keep ctx.state in DIR/store (inspect it with `wisp state`);\n"
                   "                 default: a throwaway store, removed afterwards\n"
+                  "  --config FILE  the gateway's wispd config: ctx.sensor and ctx.gpio use its\n"
+                  "                 sensors and GPIO chips (without it they return an error)\n"
                   "  --log-level L  debug, info (default), warn or error\n"
                   "\n"
                   "Published messages go to stdout, one per line: TOPIC qos=N retain=B PAYLOAD.\n"
@@ -60,7 +68,19 @@ static void run_usage(FILE *out)
 struct run_state {
     enum wisp_outcome outcome;
     bool done;
+    struct wisp_devices *devices; /* with --config: ctx.sensor and ctx.gpio work */
 };
+
+static int run_device(void *ud, const struct wisp_fnspec *spec, const struct wisp_devcall_req *req,
+                      struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen)
+{
+    struct run_state *st = ud;
+    if (!st->devices)
+        return wisp_errf(msg, msglen, -ENOTSUP,
+                         "no sensors or GPIO lines here: pass --config with the gateway's wispd "
+                         "config to use them");
+    return wisp_devices_call(st->devices, spec, req, reading, value, msg, msglen);
+}
 
 static int print_publish(void *ud, const char *topic, const void *payload, size_t len, int qos,
                          int retain)
@@ -180,7 +200,7 @@ static void remove_tree(const char *dir)
 }
 
 static int run_once(struct wisp_fnspec *spec, const char *subject, const char *payload, size_t len,
-                    const char *data)
+                    const char *data, struct wisp_devices *devices)
 {
     struct wisp_loop *loop = NULL;
     struct wisp_pool *pool = NULL;
@@ -192,7 +212,7 @@ static int run_once(struct wisp_fnspec *spec, const char *subject, const char *p
             remove_tree(tmpdir);
         return 2;
     }
-    struct run_state st = {.outcome = WISP_OUTCOME_CRASH};
+    struct run_state st = {.outcome = WISP_OUTCOME_CRASH, .devices = devices};
     char id[40];
     const char *name = spec->name;
     char name_copy[WISP_MAX_NAME_LEN + 1];
@@ -209,6 +229,7 @@ static int run_once(struct wisp_fnspec *spec, const char *subject, const char *p
     struct wisp_pool_hooks hooks = {.spawn = wisp_executor_spawn_direct,
                                     .publish = print_publish,
                                     .on_report = on_report,
+                                    .device = run_device,
                                     .ud = &st};
     if (wisp_loop_create(&loop) != 0 || wisp_pool_create(loop, &pc, &hooks, &pool) != 0) {
         (void)fprintf(stderr, "wisp run: cannot set up: %s\n", strerror(errno));
@@ -241,7 +262,7 @@ out:
 
 static int cmd_run(int argc, char **argv)
 {
-    const char *dir = NULL, *event = "{}", *topic = NULL, *data = NULL;
+    const char *dir = NULL, *event = "{}", *topic = NULL, *data = NULL, *config = NULL;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             run_usage(stdout);
@@ -252,6 +273,8 @@ static int cmd_run(int argc, char **argv)
             topic = argv[++i];
         } else if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
             data = argv[++i];
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            config = argv[++i];
         } else if (strcmp(argv[i], "--log-level") == 0 && i + 1 < argc) {
             int l = wisp_log_level_parse(argv[++i]);
             if (l < 0) {
@@ -288,7 +311,20 @@ static int cmd_run(int argc, char **argv)
         (void)snprintf(subject, sizeof(subject), "%s", topic); /* long topics are cut */
     else
         default_subject(spec, subject, sizeof(subject));
-    int rc = run_once(spec, subject, payload, len, data);
+    struct wisp_config cfg;
+    struct wisp_devices *devices = NULL;
+    wisp_config_defaults(&cfg);
+    if (config && (wisp_config_load_file(&cfg, config, err, sizeof(err)) != 0 ||
+                   wisp_devices_open(&cfg, NULL, NULL, &devices, err, sizeof(err)) != 0)) {
+        (void)fprintf(stderr, "wisp run: %s\n", err);
+        wisp_config_fini(&cfg);
+        wisp_fnspec_destroy(spec);
+        free(payload);
+        return 2;
+    }
+    int rc = run_once(spec, subject, payload, len, data, devices);
+    wisp_devices_close(devices);
+    wisp_config_fini(&cfg);
     free(payload);
     return rc;
 }
@@ -373,6 +409,10 @@ int main(int argc, char **argv)
         return wisp_cmd_dlq(argc - 2, argv + 2);
     if (strcmp(cmd, "backup") == 0)
         return wisp_cmd_backup(argc - 2, argv + 2);
+    if (strcmp(cmd, "sensors") == 0)
+        return wisp_cmd_sensors(argc - 2, argv + 2);
+    if (strcmp(cmd, "gpio") == 0)
+        return wisp_cmd_gpio(argc - 2, argv + 2);
     (void)fprintf(stderr, "wisp: unknown command \"%s\"\n\n", cmd);
     usage(stderr);
     return 2;

@@ -6,5 +6,7 @@
 int wisp_cmd_state(int argc, char **argv);
 int wisp_cmd_dlq(int argc, char **argv);
 int wisp_cmd_backup(int argc, char **argv);
+int wisp_cmd_sensors(int argc, char **argv);
+int wisp_cmd_gpio(int argc, char **argv);
 
 #endif

@@ -71,6 +71,10 @@ static const struct opt opts[] = {
      "largest accepted payload; larger messages are logged and dropped"},
     {"shutdown_timeout_ms", "shutdown-timeout-ms", OPT_INT, OFF(shutdown_timeout_ms), "10000", 0,
      600000, "on SIGTERM, how long in-flight and queued events may take to finish"},
+    {"ports.sysfs_root", "sysfs-root", OPT_STR, OFF(sysfs_root), "/sys", 0, 0,
+     "where sensor ports read sysfs (IIO, 1-Wire, thermal zones)"},
+    {"ports.dev_root", "dev-root", OPT_STR, OFF(dev_root), "/dev", 0, 0,
+     "where the GPIO port finds gpiochipN character devices"},
     {"store.durability", "durability", OPT_STR, OFF(durability), "sync", 0, 0,
      "sync: every commit is on disk before anything is acknowledged or sent; batch: the same, "
      "committed every store.batch_ms or store.batch_events; none: no fsync (a power cut can "
@@ -160,6 +164,11 @@ void wisp_config_defaults(struct wisp_config *c)
 
 void wisp_config_fini(struct wisp_config *c)
 {
+    cJSON_Delete(c->sensors);
+    cJSON_Delete(c->gpio);
+    free(c->origin);
+    c->sensors = c->gpio = NULL;
+    c->origin = NULL;
     for (size_t i = 0; i < WISP_ARRAY_LEN(opts); i++) {
         if (opts[i].type == OPT_STR) {
             char **slot = (char **)(void *)((char *)c + opts[i].offset);
@@ -181,6 +190,22 @@ int wisp_config_set(struct wisp_config *c, const char *key, const char *value, c
 }
 
 /* Walks a JSON object, turning leaves into dotted keys. */
+/* Keeps a copy of the "sensors" or "gpio" section; devices.c checks it. */
+static int keep_section(cJSON **slot, const cJSON *it, const char *path, char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(it))
+        return wisp_errf(err, errlen, -EINVAL,
+                         "%s:%s: must be an object of named settings, like "
+                         "{\"cpu\": {\"port\": \"thermal\", \"zone\": 0}}",
+                         path, it->string);
+    cJSON *copy = cJSON_Duplicate(it, 1);
+    if (!copy)
+        return -ENOMEM;
+    cJSON_Delete(*slot);
+    *slot = copy;
+    return 0;
+}
+
 static int load_obj(struct wisp_config *c, const cJSON *obj, const char *prefix, const char *path,
                     char *err, size_t errlen)
 {
@@ -189,6 +214,13 @@ static int load_obj(struct wisp_config *c, const cJSON *obj, const char *prefix,
         /* A key too long for the buffer is cut, then rejected as unknown. */
         (void)snprintf(key, sizeof(key), "%s%s%s", prefix, *prefix ? "." : "", it->string);
         const struct opt *o = find_key(key);
+        if (!*prefix && (strcmp(key, "sensors") == 0 || strcmp(key, "gpio") == 0)) {
+            int rc = keep_section(strcmp(key, "gpio") == 0 ? &c->gpio : &c->sensors, it, path, err,
+                                  errlen);
+            if (rc)
+                return rc;
+            continue;
+        }
         if (cJSON_IsObject(it) && !o) {
             int rc = load_obj(c, it, key, path, err, errlen);
             if (rc)
@@ -239,6 +271,9 @@ int wisp_config_load_file(struct wisp_config *c, const char *path, char *err, si
                        root ? "the config must be a JSON object" : "invalid JSON");
     } else {
         rc = load_obj(c, root, "", path, err, errlen);
+        free(c->origin);
+        if (rc == 0 && !(c->origin = wisp_strndup(path, strlen(path))))
+            rc = -ENOMEM;
     }
     cJSON_Delete(root);
     free(text);

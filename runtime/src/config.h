@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+struct cJSON;
+
 struct wisp_config {
     char *functions; /* folder of function folders */
     char *broker;    /* MQTT URI */
@@ -48,6 +50,15 @@ struct wisp_config {
     char *outbox_full; /* refuse or drop_oldest */
     int state_max_kb;  /* per function */
     int inbox_max;     /* durable events waiting before intake pauses */
+    /* ports */
+    char *sysfs_root; /* where the linux sensor ports read sysfs */
+    char *dev_root;   /* where the linux GPIO port finds gpiochipN */
+    /* The "sensors" and "gpio" sections, kept as JSON (NULL when absent)
+     * and checked when the devices are opened (devices.c); origin is the
+     * config file they came from, for messages. */
+    struct cJSON *sensors;
+    struct cJSON *gpio;
+    char *origin;
 };
 
 /* Fills every field with its default. */

@@ -290,8 +290,7 @@ static int ctx_publish(lua_State *L)
 
 static int ctx_now(lua_State *L)
 {
-    uint64_t ms = wisp_real_ns() / 1000000u;
-    lua_pushnumber(L, (lua_Number)ms / 1000.0);
+    lua_pushnumber(L, (lua_Number)wisp_real_ns() / 1e9);
     return 1;
 }
 
@@ -340,6 +339,7 @@ static void build_ctx(lua_State *L, const struct wisp_fnspec *spec)
     lua_setfield(L, -2, "fn");
     wisp_lua_push_state_api(L);
     lua_setfield(L, -2, "state");
+    wisp_lua_push_device_api(L);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &ctx_key);
 }
 

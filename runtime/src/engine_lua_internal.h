@@ -1,5 +1,5 @@
 /* What engine_lua.c shares with the parts of ctx kept in their own files
- * (engine_lua_state.c). Not a public API. */
+ * (engine_lua_state.c, engine_lua_devices.c). Not a public API. */
 #ifndef WISP_ENGINE_LUA_INTERNAL_H
 #define WISP_ENGINE_LUA_INTERNAL_H
 
@@ -20,5 +20,7 @@ bool wisp_lua_oom(lua_State *L);
 
 /* Pushes the ctx.state table. */
 void wisp_lua_push_state_api(lua_State *L);
+/* Sets ctx.sensor and ctx.gpio in the table on top of the stack. */
+void wisp_lua_push_device_api(lua_State *L);
 
 #endif

@@ -21,7 +21,8 @@ enum wisp_ipc_type {
     WISP_IPC_INVOKE = 3,      /* supervisor -> executor: one event */
     WISP_IPC_RESULT = 4,      /* executor -> supervisor: outcome and buffered effects */
     WISP_IPC_STATE_REQ = 5,   /* executor -> supervisor: a ctx.state read (state.h) */
-    WISP_IPC_STATE_REPLY = 6, /* supervisor -> executor: its answer */
+    WISP_IPC_STATE_REPLY = 6, /* supervisor -> executor: its answer (also to DEVICE_REQ) */
+    WISP_IPC_DEVICE_REQ = 7,  /* executor -> supervisor: ctx.sensor / ctx.gpio (devcall.h) */
 };
 
 /* Upper bound on one frame; payloads are capped well below this. */

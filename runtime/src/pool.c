@@ -16,6 +16,7 @@
 
 void wisp_blob_free(struct blob *b)
 {
+    free(b->source);
     free(b->subject);
     free(b->payload);
     free(b);
@@ -375,6 +376,29 @@ int wisp_pool_submit_mqtt_take(struct wisp_pool *p, char **topic, char **payload
                                int qos, int retain)
 {
     return submit_mqtt(p, topic, payload, len, qos, retain, true);
+}
+
+int wisp_pool_submit_event(struct wisp_pool *p, const char *fn_name, const char *type,
+                           const char *source, const char *subject, const void *payload, size_t len)
+{
+    struct fn *fn = wisp_pool_find_active(p, fn_name);
+    if (!fn)
+        return -ENOENT;
+    struct blob *b = wisp_blob_new(subject, payload, len);
+    if (!b)
+        return -ENOMEM;
+    b->type = type;
+    if (!(b->source = wisp_strndup(source, strlen(source)))) {
+        wisp_blob_free(b);
+        return -ENOMEM;
+    }
+    char id[40];
+    wisp_pool_next_id(p, id, sizeof(id));
+    if (!wisp_pool_enqueue(p, fn, b, id, NULL, -1, 0, false)) {
+        wisp_blob_free(b);
+        return -ENOBUFS;
+    }
+    return 0;
 }
 
 int wisp_pool_submit_to(struct wisp_pool *p, const char *fn_name, const char *subject,

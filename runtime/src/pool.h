@@ -26,6 +26,8 @@
 
 struct wisp_loop;
 struct wisp_store;
+struct wisp_devcall_req;
+struct wisp_devcall_reading;
 struct wisp_pool;
 
 struct wisp_pool_config {
@@ -47,6 +49,11 @@ struct wisp_pool_hooks {
      * over (may be NULL). */
     void (*on_report)(void *ud, const struct wisp_fnspec *spec, const char *event_id,
                       const struct wisp_result *res);
+    /* Answers ctx.sensor / ctx.gpio of an invocation of spec (may be NULL:
+     * no devices). Returns 0 with *reading or *value filled, or a negative
+     * errno with msg set to what the handler is told. */
+    int (*device)(void *ud, const struct wisp_fnspec *spec, const struct wisp_devcall_req *req,
+                  struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen);
     void *ud;
 };
 
@@ -111,6 +118,15 @@ int wisp_pool_recover(struct wisp_pool *pool);
  * for a commit to take effect (inbox entries, state, outbox messages, dead
  * letters), as opposed to metering records alone, which can wait. */
 bool wisp_pool_take_urgent(struct wisp_pool *pool);
+
+/* Queues one event of another kind (timer, sensor, GPIO) for the named
+ * function: type is a static CloudEvents type ("wisp.timer.fired"), source
+ * and subject are copied. Not durable: the event lives in memory; its QoS
+ * 1/2 outputs go through the outbox. 0, -ENOENT (no such function),
+ * -ENOBUFS (its queue is full) or -ENOMEM. Call wisp_pool_schedule after. */
+int wisp_pool_submit_event(struct wisp_pool *pool, const char *fn_name, const char *type,
+                           const char *source, const char *subject, const void *payload,
+                           size_t len);
 
 /* Queues one event for the named function (wisp run). *event_id receives
  * the id assigned (at least 40 bytes). */

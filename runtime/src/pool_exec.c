@@ -9,6 +9,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "devcall.h"
 #include "log.h"
 #include "loop.h"
 #include "pool_internal.h"
@@ -112,7 +113,9 @@ int wisp_exe_dispatch(struct exe *e, struct pev *ev)
     struct wisp_event wev = {
         .id = ev->id,
         .source = "",
-        .type = ev->blob->subject ? "wisp.mqtt.message" : "wisp.invoke",
+        .type = ev->blob->type      ? ev->blob->type
+                : ev->blob->subject ? "wisp.mqtt.message"
+                                    : "wisp.invoke",
         .time = ev->time,
         .subject = ev->blob->subject,
         .payload = ev->blob->payload,
@@ -120,7 +123,9 @@ int wisp_exe_dispatch(struct exe *e, struct pev *ev)
         .qos = ev->qos,
         .retain = ev->retain,
     };
-    wev.source = ev->blob->subject ? p->source_mqtt : p->source_invoke;
+    wev.source = ev->blob->source    ? ev->blob->source
+                 : ev->blob->subject ? p->source_mqtt
+                                     : p->source_invoke;
     ev->seq = ++p->next_seq;
     size_t before = e->wb.len;
     wisp_ipc_append_invoke(&e->wb, ev->seq, &wev);
@@ -340,6 +345,25 @@ static bool fill(struct exe *e)
     }
 }
 
+/* ctx.sensor / ctx.gpio: answered by the supervisor's device hook. */
+static const char *device_request(struct exe *e, struct wisp_rd *rd)
+{
+    struct wisp_devcall_req req;
+    if (wisp_devcall_decode_req(rd, &req) != 0)
+        return "executor sent a malformed device request";
+    struct wisp_pool *p = e->pool;
+    struct wisp_devcall_reading reading = {0};
+    char msg[512] = "";
+    int value = 0;
+    int rc =
+        p->hooks.device
+            ? p->hooks.device(p->hooks.ud, e->fn->spec, &req, &reading, &value, msg, sizeof(msg))
+            : wisp_errf(msg, sizeof(msg), -ENOTSUP, "no sensors or GPIO lines are available here");
+    wisp_devcall_encode_reply(&e->wb, rc, msg, req.op == WISP_DEVCALL_SENSOR ? &reading : NULL,
+                              value);
+    return e->wb.oom ? "out of memory answering a device request" : NULL;
+}
+
 static void on_readable(void *ud, int fd, uint32_t events)
 {
     struct exe *e = ud;
@@ -379,6 +403,9 @@ static void on_readable(void *ud, int fd, uint32_t events)
         } else if (type == WISP_IPC_STATE_REQ) {
             stop = e->state == EXE_BUSY ? wisp_pool_state_request(e, &rd)
                                         : "executor asked for state outside an invocation";
+        } else if (type == WISP_IPC_DEVICE_REQ) {
+            stop = e->state == EXE_BUSY ? device_request(e, &rd)
+                                        : "executor used a device outside an invocation";
         } else {
             stop = "executor sent an unexpected frame";
         }

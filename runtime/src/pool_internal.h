@@ -14,6 +14,10 @@ struct blob {
     unsigned refs;
     char *subject; /* NULL when not from MQTT */
     char *payload;
+    /* Events that did not come from MQTT or wisp run (timers, sensors,
+     * GPIO): their CloudEvents type (static) and source (owned). */
+    const char *type;
+    char *source;
     size_t len;
 };
 

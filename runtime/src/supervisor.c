@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "devices.h"
 #include "durable.h"
 #include "log.h"
 #include "loop.h"
@@ -30,6 +31,7 @@ struct sup {
     struct wisp_pool *pool;
     struct wisp_mqtt *mqtt;
     struct wisp_durable *durable;
+    struct wisp_devices *devices;
     char *pid_path;
     int pid_fd;
     bool pid_locked;
@@ -49,6 +51,13 @@ static int publish_hook(void *ud, const char *topic, const void *payload, size_t
     if (s->own)
         return wisp_durable_publish(s->durable, topic, payload, len, qos, retain);
     return wisp_mqtt_publish(s->mqtt, topic, payload, len, qos, retain);
+}
+
+static int device_hook(void *ud, const struct wisp_fnspec *spec, const struct wisp_devcall_req *req,
+                       struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen)
+{
+    struct sup *s = ud;
+    return wisp_devices_call(s->devices, spec, req, reading, value, msg, msglen);
 }
 
 static int make_data_dir(const char *dir, char *err, size_t errlen)
@@ -134,6 +143,7 @@ static int load_functions(struct sup *s, bool initial)
              s->cfg->functions, scan.n, scan.n_rejected);
     wisp_pool_set_functions(s->pool, scan.specs, scan.n);
     free(scan.specs); /* the specs themselves now belong to the pool */
+    wisp_devices_set_functions(s->devices);
     return 0;
 }
 
@@ -178,6 +188,7 @@ static void begin_drain(struct sup *s, const char *why)
     if (s->mqtt)
         wisp_mqtt_stop_intake(s->mqtt);
     wisp_durable_stop_intake(s->durable);
+    wisp_devices_stop(s->devices); /* timers, sensors and GPIO edges fire no more */
 }
 
 static void reap_children(struct sup *s)
@@ -375,11 +386,16 @@ int wisp_supervisor_run(const struct wisp_config *cfg)
         .spawn = wisp_zygote_spawn,
         .spawn_ud = &s.zygote,
         .publish = publish_hook,
+        .device = device_hook,
         .ud = &s,
     };
     if (wisp_pool_create(s.loop, &pc, &hooks, &s.pool) != 0 ||
         !(s.sigw = wisp_loop_add(s.loop, s.sigfd, EPOLLIN, on_signal, &s)))
         goto out;
+    if (wisp_devices_open(cfg, s.loop, s.pool, &s.devices, err, sizeof(err)) != 0) {
+        log_error("%s", err);
+        goto out;
+    }
     if (s.own)
         wisp_durable_take_all_mqtt(s.durable);
     if (load_functions(&s, true) != 0 ||
@@ -400,6 +416,7 @@ out:
     }
     if (s.durable)
         wisp_durable_log_stats(s.durable);
+    wisp_devices_close(s.devices); /* before the pool its sources feed */
     wisp_pool_destroy(s.pool);
     /* After the pool (its results are in the batch), before Paho. */
     wisp_durable_destroy(s.durable);

@@ -6,7 +6,8 @@ set -euo pipefail
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
-ex=$WISP_SOURCE_DIR/examples
+# The examples as the build assembles them (the native one needs its .so).
+ex=${WISP_BUILD_DIR:?}/examples
 
 # A hot reading alerts; stdout is exactly the published message.
 out=$("$WISP" run "$ex/temp-alert" --event '{"dev":"kitchen","temp":31.5}' 2>"$tmp/err")

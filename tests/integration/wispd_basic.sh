@@ -32,10 +32,11 @@ grep -qx 'out/echo not json' <<<"$out" || fail "# wildcard did not match a deep 
 grep -q 'mod=report fn=double .*outcome=ok .*billed_ms=1 ' "$log" || fail "no REPORT line"
 
 # The shipped examples, as the quickstart runs them.
-wispd_start ex "$WISP_SOURCE_DIR/examples"
+wispd_start ex "$WISP_BUILD_DIR/examples" --config "$WISP_SOURCE_DIR/examples/gateway.json"
 sub_start ex 'alerts/#'
 sub_start conv 'readings/#'
 sub_start csv 'csv/#'
+sub_start door 'door/#'
 pub sensors/kitchen/temp '{"dev": "kitchen", "temp": 35.5}' -q 1
 pub sensors/hall/temp '{"dev": "hall", "temp": 20}'
 sub_wait ex 1
@@ -44,6 +45,10 @@ sub_wait csv 2
 grep -q '^alerts/kitchen {.*"temp":35.5' "$TEST_TMP/ex.out" || fail "no kitchen alert"
 grep -q '"f":95.9' "$TEST_TMP/conv.out" || fail "unit-convert wrong"
 grep -q '^csv/hall .*,hall,temp,20$' "$TEST_TMP/csv.out" || fail "csv line wrong: $(cat "$TEST_TMP/csv.out")"
+# The simulated doorbell (a GPIO edge every 3 s) toggles its LED line.
+sub_wait door 1 10
+grep -q '^door/bell {.*"ring":1' "$TEST_TMP/door.out" || fail "doorbell: $(cat "$TEST_TMP/door.out")"
+grep -q 'msg="boiler-watch: loaded' "$(wispd_log ex)" || fail "boiler-watch did not load"
 wispd_stop gw
 wispd_stop ex
 pass

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "devcall.h"
 #include "engine.h"
 #include "fnspec.h"
 #include "ipc.h"
@@ -71,6 +72,11 @@ static int decode_any(enum wisp_ipc_type type, struct wisp_rd *r)
     case WISP_IPC_STATE_REQ: {
         struct wisp_state_req req;
         rc = wisp_state_decode_req(r, &req);
+        break;
+    }
+    case WISP_IPC_DEVICE_REQ: {
+        struct wisp_devcall_req req;
+        rc = wisp_devcall_decode_req(r, &req);
         break;
     }
     case WISP_IPC_STATE_REPLY:

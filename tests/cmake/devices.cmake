@@ -1,0 +1,5 @@
+# Timers, sensors and GPIO (runtime/src/devcall.c, devices.c, sources.c,
+# trigger_*.c): device calls from executors, and wispd end to end.
+wisp_unit_test(test_devcall)
+wisp_integration_test(wispd_devices)
+wisp_integration_test(wispd_gpio)
