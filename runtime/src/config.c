@@ -196,7 +196,7 @@ static int keep_section(cJSON **slot, const cJSON *it, const char *path, char *e
     if (!cJSON_IsObject(it))
         return wisp_errf(err, errlen, -EINVAL,
                          "%s:%s: must be an object of named settings, like "
-                         "{\"cpu\": {\"port\": \"thermal\", \"zone\": 0}}",
+                         "{\"cpu\": {\"port\": \"thermal\", \"zone\": \"thermal_zone0\"}}",
                          path, it->string);
     cJSON *copy = cJSON_Duplicate(it, 1);
     if (!copy)
@@ -335,4 +335,10 @@ void wisp_config_print_help(FILE *out)
         (void)fprintf(out, "  %-27s %-22s %s [%s]\n", o->key, flag, o->help,
                       o->def ? o->def : "none");
     }
+    (void)fprintf(out,
+                  "  %-27s %-22s named sensors: {\"NAME\": {\"port\": \"iio|w1|thermal|sim\", "
+                  "...}} (config file only) [none]\n"
+                  "  %-27s %-22s named GPIO chips, e.g. simulated: {\"sim0\": {\"port\": "
+                  "\"sim\", \"lines\": 8}} (config file only) [none]\n",
+                  "sensors", "", "gpio", "");
 }

@@ -416,6 +416,19 @@ out:
     }
     if (s.durable)
         wisp_durable_log_stats(s.durable);
+    if (s.devices) {
+        struct wisp_devices_stats ds;
+        wisp_devices_stats(s.devices, &ds);
+        if (ds.timer_fired || ds.sensor_polls || ds.gpio_edges)
+            log_info("devices: timer_fired=%llu timer_missed=%llu sensor_polls=%llu "
+                     "sensor_fired=%llu sensor_errors=%llu gpio_edges=%llu gpio_fired=%llu "
+                     "gpio_debounced=%llu rejected=%llu",
+                     (unsigned long long)ds.timer_fired, (unsigned long long)ds.timer_missed,
+                     (unsigned long long)ds.sensor_polls, (unsigned long long)ds.sensor_fired,
+                     (unsigned long long)ds.sensor_errors, (unsigned long long)ds.gpio_edges,
+                     (unsigned long long)ds.gpio_fired, (unsigned long long)ds.gpio_debounced,
+                     (unsigned long long)ds.rejected);
+    }
     wisp_devices_close(s.devices); /* before the pool its sources feed */
     wisp_pool_destroy(s.pool);
     /* After the pool (its results are in the batch), before Paho. */

@@ -3,3 +3,5 @@
 wisp_unit_test(test_devcall)
 wisp_integration_test(wispd_devices)
 wisp_integration_test(wispd_gpio)
+wisp_integration_test(wispd_timer_drift)
+set_tests_properties(wispd_timer_drift PROPERTIES LABELS "integration;slow")
