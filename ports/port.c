@@ -15,10 +15,7 @@
 #include "util.h"
 
 static const struct wisp_sensor_ops *const ports[] = {
-    &wisp_port_iio,
-    &wisp_port_w1,
-    &wisp_port_thermal,
-    &wisp_port_sim,
+    &wisp_port_iio, &wisp_port_w1, &wisp_port_thermal, &wisp_port_sim, &wisp_port_file,
 };
 
 static const char *const common_keys[] = {"port", "unit", "scale", "offset", NULL};

@@ -14,6 +14,7 @@ extern const struct wisp_sensor_ops wisp_port_iio;
 extern const struct wisp_sensor_ops wisp_port_w1;
 extern const struct wisp_sensor_ops wisp_port_thermal;
 extern const struct wisp_sensor_ops wisp_port_sim;
+extern const struct wisp_sensor_ops wisp_port_file;
 
 /* Largest sysfs attribute a port reads (w1_slave is ~75 bytes). */
 #define WISP_PORT_ATTR_MAX 512

@@ -113,7 +113,8 @@ static void test_registry(void)
     CHECK(wisp_sensor_port_find(NULL) == NULL);
     char names[128];
     wisp_sensor_port_names(names, sizeof(names));
-    CHECK_STR_EQ(names, "iio, w1, thermal, sim");
+    CHECK_STR_EQ(names, "iio, w1, thermal, sim, file");
+    CHECK_STR_EQ(wisp_sensor_port_find("file")->name, "file");
 }
 
 static void test_iio(void)
@@ -629,12 +630,49 @@ static void test_sim_csv(void)
     wisp_test_rmtree(root);
 }
 
+/* The generic one-number file: relative paths under the sysfs root. */
+static void test_file(void)
+{
+    if (!setup("file"))
+        return;
+    mkdirs("class/hwmon/hwmon0");
+    const char *cfg = "{\"port\":\"file\",\"path\":\"class/hwmon/hwmon0/temp1_input\","
+                      "\"scale\":0.001,\"unit\":\"°C\"}";
+    struct wisp_reading r = {0};
+    char expect[1024];
+    CHECK_INT_EQ(read_fails(cfg), -ENOENT);
+    (void)snprintf(expect, sizeof(expect),
+                   "t: %s/class/hwmon/hwmon0/temp1_input: No such file or directory", root);
+    CHECK_STR_EQ(err, expect);
+    wisp_test_write(root, "class/hwmon/hwmon0/temp1_input", "51250\n");
+    CHECK_INT_EQ(read_once(cfg, &r), 0);
+    CHECK_NEAR(r.value, 51.25);
+    CHECK_STR_EQ(r.unit, "°C");
+    wisp_test_write(root, "class/hwmon/hwmon0/temp1_input", "warm\n");
+    CHECK_INT_EQ(read_fails(cfg), -EINVAL);
+    CHECK_CONTAINS(err, "temp1_input: not a number: \"warm\"");
+    /* An absolute path is read as it is. */
+    char abs_cfg[1200];
+    (void)snprintf(abs_cfg, sizeof(abs_cfg), "{\"port\":\"file\",\"path\":\"%s/x\"}", root);
+    wisp_test_write(root, "x", "-3.5\n");
+    CHECK_INT_EQ(read_once(abs_cfg, &r), 0);
+    CHECK_NEAR(r.value, -3.5);
+    CHECK_STR_EQ(r.unit, "");
+    struct wisp_sensor *s = NULL;
+    CHECK_INT_EQ(open_text("{\"port\":\"file\",\"path\":\"../etc/shadow\"}", "t", &s), -EINVAL);
+    CHECK_CONTAINS(err, "t.path: must name a file");
+    CHECK_INT_EQ(open_text("{\"port\":\"file\"}", "t", &s), -EINVAL);
+    CHECK_CONTAINS(err, "t.path");
+    CHECK(s == NULL);
+    wisp_test_rmtree(root);
+}
+
 static void test_sensor_config(void)
 {
     env.sysfs_root = "/nonexistent";
     struct wisp_sensor *s = NULL;
     CHECK_INT_EQ(open_text("{\"port\":\"gpio\"}", "t1", &s), -EINVAL);
-    CHECK_STR_EQ(err, "t1.port: unknown port \"gpio\" (known: iio, w1, thermal, sim)");
+    CHECK_STR_EQ(err, "t1.port: unknown port \"gpio\" (known: iio, w1, thermal, sim, file)");
     CHECK_INT_EQ(open_text("{\"zone\":\"thermal_zone0\"}", "t1", &s), -EINVAL);
     CHECK_STR_EQ(err, "t1.port: required");
     CHECK_INT_EQ(open_text("{\"port\":1}", "t1", &s), -EINVAL);
@@ -682,11 +720,17 @@ static void test_sensor_config(void)
 int main(int argc, char **argv)
 {
     static const struct wisp_check_test tests[] = {
-        {"registry", test_registry},     {"iio", test_iio},
-        {"iio_config", test_iio_config}, {"w1", test_w1},
-        {"thermal", test_thermal},       {"sim_constant", test_sim_constant},
-        {"sim_sine", test_sim_sine},     {"sim_random_walk", test_sim_random_walk},
-        {"sim_csv", test_sim_csv},       {"sensor_config", test_sensor_config},
+        {"registry", test_registry},
+        {"iio", test_iio},
+        {"iio_config", test_iio_config},
+        {"w1", test_w1},
+        {"thermal", test_thermal},
+        {"sim_constant", test_sim_constant},
+        {"sim_sine", test_sim_sine},
+        {"sim_random_walk", test_sim_random_walk},
+        {"sim_csv", test_sim_csv},
+        {"sensor_config", test_sensor_config},
+        {"file", test_file},
     };
     return WISP_CHECK_RUN(argc, argv, tests);
 }
