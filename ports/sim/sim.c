@@ -1,4 +1,6 @@
-/* Simulated sensors for development and tests. "mode" picks one:
+/* Simulated sensors for development and tests. "mode" picks one (every
+ * mode also takes "read_ms": each read blocks that long, like a 1-Wire
+ * conversion, to see how slow buses behave):
  *   constant     value
  *   sine         min, max, period_s            (phase from the realtime clock)
  *   random_walk  start, step, min, max, [seed] (deterministic with a seed)
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 
@@ -26,6 +29,7 @@ struct sim {
     uint64_t (*clock)(void);
     double value, min, max, step;
     uint64_t period_ns;
+    uint64_t read_ns; /* "read_ms": how long each read blocks */
     uint64_t rng;
     bool started;
     double *rows; /* csv values */
@@ -42,13 +46,18 @@ void wisp_sim_test_set_clock(uint64_t (*clock)(void))
 static const struct {
     const char *name;
     enum sim_mode mode;
-    const char *const keys[7];
+    const char *const keys[8];
 } modes[] = {
-    {"constant", SIM_CONSTANT, {"mode", "value", NULL}},
-    {"sine", SIM_SINE, {"mode", "min", "max", "period_s", NULL}},
-    {"random_walk", SIM_RANDOM_WALK, {"mode", "start", "step", "min", "max", "seed", NULL}},
-    {"csv", SIM_CSV, {"mode", "file", NULL}},
+    {"constant", SIM_CONSTANT, {"mode", "read_ms", "value", NULL}},
+    {"sine", SIM_SINE, {"mode", "read_ms", "min", "max", "period_s", NULL}},
+    {"random_walk",
+     SIM_RANDOM_WALK,
+     {"mode", "read_ms", "start", "step", "min", "max", "seed", NULL}},
+    {"csv", SIM_CSV, {"mode", "read_ms", "file", NULL}},
 };
+
+/* Longest simulated read time: a 1-Wire DS18B20 converts in 750 ms. */
+#define SIM_READ_MS_MAX 10000.0
 
 /* splitmix64 */
 static uint64_t rng_next(uint64_t *x)
@@ -218,7 +227,15 @@ static int sim_open(const cJSON *cfg, const char *name, const struct wisp_port_e
         return wisp_errf(err, errlen, -ENOMEM, "%s: out of memory", name);
     s->mode = modes[m].mode;
     s->clock = sim_clock;
-    if ((rc = sim_setup(s, cfg, name, err, errlen))) {
+    bool has_delay = false;
+    double read_ms = 0;
+    if ((rc = wisp_port_get_num(cfg, name, "read_ms", false, &read_ms, &has_delay, err, errlen)) ==
+            0 &&
+        has_delay && !(read_ms >= 0 && read_ms <= SIM_READ_MS_MAX))
+        rc =
+            wisp_errf(err, errlen, -EINVAL, "%s.read_ms: must be 0 to %.0f", name, SIM_READ_MS_MAX);
+    s->read_ns = (uint64_t)(read_ms * 1e6);
+    if (rc || (rc = sim_setup(s, cfg, name, err, errlen))) {
         sim_close(s);
         return rc;
     }
@@ -231,6 +248,13 @@ static int sim_read(void *state, struct wisp_reading *out, char *err, size_t err
     struct sim *s = state;
     (void)err;
     (void)errlen;
+    if (s->read_ns) {
+        /* A slow bus: the read blocks, as a 1-Wire conversion does. */
+        struct timespec ts = {.tv_sec = (time_t)(s->read_ns / 1000000000ULL),
+                              .tv_nsec = (long)(s->read_ns % 1000000000ULL)};
+        while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+            ;
+    }
     uint64_t now = s->clock();
     switch (s->mode) {
     case SIM_CONSTANT:

@@ -72,14 +72,15 @@ struct run_state {
 };
 
 static int run_device(void *ud, const struct wisp_fnspec *spec, const struct wisp_devcall_req *req,
-                      struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen)
+                      struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen,
+                      uint64_t *token)
 {
     struct run_state *st = ud;
     if (!st->devices)
         return wisp_errf(msg, msglen, -ENOTSUP,
                          "no sensors or GPIO lines here: pass --config with the gateway's wispd "
                          "config to use them");
-    return wisp_devices_call(st->devices, spec, req, reading, value, msg, msglen);
+    return wisp_devices_call(st->devices, spec, req, reading, value, msg, msglen, token);
 }
 
 static int print_publish(void *ud, const char *topic, const void *payload, size_t len, int qos,

@@ -13,6 +13,7 @@
 #include "devices_internal.h"
 #include "fnspec.h"
 #include "log.h"
+#include "pool.h"
 #include "util.h"
 
 static int open_sensors(struct wisp_devices *d, const struct wisp_config *cfg, char *err,
@@ -105,9 +106,11 @@ int wisp_devices_open(const struct wisp_config *cfg, struct wisp_loop *loop, str
     d->env.dev_root = cfg->dev_root;
     (void)snprintf(d->origin, sizeof(d->origin), "%s", cfg->origin ? cfg->origin : "(config)");
     int rc;
+    d->efd = -1;
     if ((rc = open_sensors(d, cfg, err, errlen)) != 0 ||
         (rc = open_chips(d, cfg, err, errlen)) != 0 ||
-        (loop && (rc = wisp_sources_init(d, err, errlen)) != 0)) {
+        (loop && (rc = wisp_sources_init(d, err, errlen)) != 0) ||
+        (loop && d->n_sensors && (rc = wisp_reader_start(d, err, errlen)) != 0)) {
         wisp_devices_close(d);
         return rc;
     }
@@ -119,6 +122,7 @@ void wisp_devices_close(struct wisp_devices *d)
 {
     if (!d)
         return;
+    wisp_reader_stop(d); /* no read may run while the sensors close */
     wisp_sources_fini(d);
     for (size_t i = 0; i < d->n_sensors; i++)
         wisp_sensor_close(d->sensors[i]);
@@ -167,7 +171,8 @@ static void sensor_names(const struct wisp_devices *d, char *out, size_t cap)
 }
 
 int wisp_devices_call(void *ud, const struct wisp_fnspec *spec, const struct wisp_devcall_req *req,
-                      struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen)
+                      struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen,
+                      uint64_t *token)
 {
     struct wisp_devices *d = ud;
     if (req->op == WISP_DEVCALL_SENSOR) {
@@ -177,6 +182,11 @@ int wisp_devices_call(void *ud, const struct wisp_fnspec *spec, const struct wis
             sensor_names(d, names, sizeof(names));
             return wisp_errf(msg, msglen, -ENOENT,
                              "sensor \"%s\" is not configured (configured: %s)", req->name, names);
+        }
+        if (d->th_started) {
+            *token = ++d->next_token;
+            int rc = wisp_reader_submit(d, s, 0, *token);
+            return rc ? wisp_errf(msg, msglen, rc, "out of memory") : -EINPROGRESS;
         }
         struct wisp_reading r;
         int rc = wisp_sensor_read(s, &r, msg, msglen);
@@ -206,6 +216,14 @@ int wisp_devices_call(void *ud, const struct wisp_fnspec *spec, const struct wis
         return rc;
     }
     return wisp_gpio_get(chip, req->line, value, msg, msglen);
+}
+
+void wisp_devices_call_done(struct wisp_devices *d, uint64_t token, int rc, const char *err,
+                            const struct wisp_devcall_reading *reading)
+{
+    if (rc != 0)
+        d->st.sensor_errors++;
+    wisp_pool_device_done(d->pool, token, rc, err, reading);
 }
 
 size_t wisp_devices_sensor_count(const struct wisp_devices *d)

@@ -41,9 +41,12 @@ void wisp_devices_set_functions(struct wisp_devices *d);
 /* Stops every source: nothing fires any more (draining). */
 void wisp_devices_stop(struct wisp_devices *d);
 
-/* The pool's device hook (pool.h). */
+/* The pool's device hook (pool.h). With a loop, sensor reads go to the
+ * reader thread (-EINPROGRESS, answered through wisp_pool_device_done);
+ * without one (the wisp CLI) they are read at once. */
 int wisp_devices_call(void *d, const struct wisp_fnspec *spec, const struct wisp_devcall_req *req,
-                      struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen);
+                      struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen,
+                      uint64_t *token);
 
 /* The configured sensors, in config order (wisp sensors). */
 size_t wisp_devices_sensor_count(const struct wisp_devices *d);
@@ -56,6 +59,7 @@ int wisp_devices_sensor_read(struct wisp_devices *d, size_t i, struct wisp_devca
 struct wisp_devices_stats {
     uint64_t timer_fired, timer_missed; /* missed: periods skipped because wispd was late */
     uint64_t sensor_polls, sensor_fired, sensor_errors;
+    uint64_t sensor_busy; /* polls skipped: the trigger's previous read still ran */
     uint64_t gpio_edges, gpio_fired, gpio_debounced;
     uint64_t rejected; /* events the pool refused (queue full) */
 };

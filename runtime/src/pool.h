@@ -51,9 +51,12 @@ struct wisp_pool_hooks {
                       const struct wisp_result *res);
     /* Answers ctx.sensor / ctx.gpio of an invocation of spec (may be NULL:
      * no devices). Returns 0 with *reading or *value filled, or a negative
-     * errno with msg set to what the handler is told. */
+     * errno with msg set to what the handler is told, or -EINPROGRESS with
+     * *token set (non-zero): the answer comes later through
+     * wisp_pool_device_done. */
     int (*device)(void *ud, const struct wisp_fnspec *spec, const struct wisp_devcall_req *req,
-                  struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen);
+                  struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen,
+                  uint64_t *token);
     void *ud;
 };
 
@@ -148,6 +151,11 @@ bool wisp_pool_idle(const struct wisp_pool *pool);
 /* Shutdown past its deadline: kills busy executors and discards queued
  * events, counting them. Returns how many events were abandoned. */
 size_t wisp_pool_abandon(struct wisp_pool *pool);
+
+/* The late answer to a device request the hook took with -EINPROGRESS: sent
+ * to the executor still waiting for it (none, when it died meanwhile). */
+void wisp_pool_device_done(struct wisp_pool *pool, uint64_t token, int status, const char *msg,
+                           const struct wisp_devcall_reading *reading);
 
 /* Fills stats for the named function; -ENOENT if unknown. */
 int wisp_pool_stats(const struct wisp_pool *pool, const char *fn_name, struct wisp_fn_stats *out);

@@ -355,13 +355,33 @@ static const char *device_request(struct exe *e, struct wisp_rd *rd)
     struct wisp_devcall_reading reading = {0};
     char msg[512] = "";
     int value = 0;
-    int rc =
-        p->hooks.device
-            ? p->hooks.device(p->hooks.ud, e->fn->spec, &req, &reading, &value, msg, sizeof(msg))
-            : wisp_errf(msg, sizeof(msg), -ENOTSUP, "no sensors or GPIO lines are available here");
+    uint64_t token = 0;
+    int rc = p->hooks.device ? p->hooks.device(p->hooks.ud, e->fn->spec, &req, &reading, &value,
+                                               msg, sizeof(msg), &token)
+                             : wisp_errf(msg, sizeof(msg), -ENOTSUP,
+                                         "no sensors or GPIO lines are available here");
+    if (rc == -EINPROGRESS && token) {
+        e->dev_token = token;
+        return NULL;
+    }
     wisp_devcall_encode_reply(&e->wb, rc, msg, req.op == WISP_DEVCALL_SENSOR ? &reading : NULL,
                               value);
     return e->wb.oom ? "out of memory answering a device request" : NULL;
+}
+
+void wisp_pool_device_done(struct wisp_pool *p, uint64_t token, int status, const char *msg,
+                           const struct wisp_devcall_reading *reading)
+{
+    for (struct exe *e = p->exes; e; e = e->next) {
+        if (e->dev_token != token)
+            continue;
+        e->dev_token = 0;
+        wisp_devcall_encode_reply(&e->wb, status, msg, reading, 0);
+        if (e->wb.oom)
+            wisp_exe_stop(e, true, WISP_OUTCOME_CRASH, "out of memory answering a device request");
+        wisp_pool_schedule(p);
+        return;
+    }
 }
 
 static void on_readable(void *ud, int fd, uint32_t events)

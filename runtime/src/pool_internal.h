@@ -64,8 +64,9 @@ struct exe {
     size_t inflight_bytes;
     struct wisp_buf wb; /* INVOKE frames not yet written (see wisp_exe_flush) */
     uint64_t started_ns, deadline_ns, idle_since_ns;
-    bool cold;        /* the next result is this executor's first */
-    uint64_t init_ns; /* instance creation time, reported on the cold start */
+    bool cold;          /* the next result is this executor's first */
+    uint64_t dev_token; /* a device request answered later (pool.h), or 0 */
+    uint64_t init_ns;   /* instance creation time, reported on the cold start */
     struct wisp_buf rb;
 };
 

@@ -44,6 +44,7 @@ struct gline {
 
 struct src {
     struct src *next;
+    uint64_t id; /* names it to the sensor reader across a rebuild */
     char *fn;
     const struct wisp_trigger_kind *kind;
     char *label;
@@ -55,6 +56,7 @@ struct src {
     double change, above, below, hyst;
     bool has_change, has_above, has_below;
     bool have_last, above_on, below_on, failing;
+    bool reading; /* a read is with the reader thread */
     double last;
     /* gpio */
     char chip[32];
@@ -172,13 +174,12 @@ static void json_num(char *out, size_t cap, double v)
         (void)snprintf(out, cap, "null");
 }
 
-static void poll_sensor(struct wisp_devices *d, struct src *s)
+/* A trigger's reading is back from the reader thread. */
+static void sensor_result(struct wisp_devices *d, struct src *s, int rc, const char *err,
+                          const struct wisp_devcall_reading *r)
 {
-    struct wisp_reading r;
-    char err[512];
     const char *name = wisp_sensor_name(s->sensor);
-    d->st.sensor_polls++;
-    if (wisp_sensor_read(s->sensor, &r, err, sizeof(err)) != 0) {
+    if (rc != 0) {
         d->st.sensor_errors++;
         if (!s->failing)
             log_warn("%s: sensor trigger: %s (logged again when it recovers)", s->fn, err);
@@ -188,12 +189,12 @@ static void poll_sensor(struct wisp_devices *d, struct src *s)
     if (s->failing)
         log_info("%s: sensor %s reads again", s->fn, name);
     s->failing = false;
-    const char *why = qualifies(s, r.value);
+    const char *why = qualifies(s, r->value);
     if (!why)
         return;
     char when[40], val[40], prev[40], payload[768];
-    wisp_rfc3339(r.time_ns, when, sizeof(when));
-    json_num(val, sizeof(val), r.value);
+    wisp_rfc3339(r->time_ns, when, sizeof(when));
+    json_num(val, sizeof(val), r->value);
     if (s->have_last)
         json_num(prev, sizeof(prev), s->last);
     else
@@ -201,13 +202,42 @@ static void poll_sensor(struct wisp_devices *d, struct src *s)
     int n = snprintf(payload, sizeof(payload),
                      "{\"sensor\":\"%s\",\"value\":%s,\"unit\":\"%s\",\"time\":\"%s\","
                      "\"reason\":\"%s\",\"previous\":%s}",
-                     name, val, r.unit ? r.unit : "", when, why, prev);
-    s->last = r.value;
+                     name, val, r->unit, when, why, prev);
+    s->last = r->value;
     s->have_last = true;
     if (n > 0 && (size_t)n < sizeof(payload)) {
         d->st.sensor_fired++;
         submit(d, s, SENSOR_TYPE, name, payload, (size_t)n);
     }
+}
+
+void wisp_sources_reading(struct wisp_devices *d, uint64_t src_id, int rc, const char *err,
+                          const struct wisp_devcall_reading *reading)
+{
+    for (struct src *s = d->srcs; s; s = s->next) {
+        if (s->id != src_id)
+            continue;
+        s->reading = false;
+        sensor_result(d, s, rc, err, reading);
+        wisp_pool_schedule(d->pool);
+        return;
+    }
+    /* The trigger went with a reload while its read ran: nothing to do. */
+}
+
+/* Queues a poll; a trigger whose previous read has not come back (a slow
+ * bus) skips this one rather than piling reads up. */
+static void poll_sensor(struct wisp_devices *d, struct src *s)
+{
+    if (s->reading) {
+        d->st.sensor_busy++;
+        return;
+    }
+    d->st.sensor_polls++;
+    if (wisp_reader_submit(d, s->sensor, s->id, 0) == 0)
+        s->reading = true;
+    else
+        log_error("%s: sensor trigger: out of memory queueing a read", s->fn);
 }
 
 static void on_timer(void *ud, int fd, uint32_t events)
@@ -310,6 +340,7 @@ static struct src *new_src(struct wisp_devices *d, const struct wisp_fnspec *spe
         return NULL;
     }
     s->kind = t->kind;
+    s->id = ++d->next_src_id;
     const char *dev = d->cfg->device ? d->cfg->device : "";
     if (t->kind == &wisp_trigger_gpio) {
         (void)snprintf(s->chip, sizeof(s->chip), "%s", t->chip);

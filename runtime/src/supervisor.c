@@ -54,10 +54,11 @@ static int publish_hook(void *ud, const char *topic, const void *payload, size_t
 }
 
 static int device_hook(void *ud, const struct wisp_fnspec *spec, const struct wisp_devcall_req *req,
-                       struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen)
+                       struct wisp_devcall_reading *reading, int *value, char *msg, size_t msglen,
+                       uint64_t *token)
 {
     struct sup *s = ud;
-    return wisp_devices_call(s->devices, spec, req, reading, value, msg, msglen);
+    return wisp_devices_call(s->devices, spec, req, reading, value, msg, msglen, token);
 }
 
 static int make_data_dir(const char *dir, char *err, size_t errlen)
@@ -421,13 +422,13 @@ out:
         wisp_devices_stats(s.devices, &ds);
         if (ds.timer_fired || ds.sensor_polls || ds.gpio_edges)
             log_info("devices: timer_fired=%llu timer_missed=%llu sensor_polls=%llu "
-                     "sensor_fired=%llu sensor_errors=%llu gpio_edges=%llu gpio_fired=%llu "
-                     "gpio_debounced=%llu rejected=%llu",
+                     "sensor_fired=%llu sensor_errors=%llu sensor_busy=%llu gpio_edges=%llu "
+                     "gpio_fired=%llu gpio_debounced=%llu rejected=%llu",
                      (unsigned long long)ds.timer_fired, (unsigned long long)ds.timer_missed,
                      (unsigned long long)ds.sensor_polls, (unsigned long long)ds.sensor_fired,
-                     (unsigned long long)ds.sensor_errors, (unsigned long long)ds.gpio_edges,
-                     (unsigned long long)ds.gpio_fired, (unsigned long long)ds.gpio_debounced,
-                     (unsigned long long)ds.rejected);
+                     (unsigned long long)ds.sensor_errors, (unsigned long long)ds.sensor_busy,
+                     (unsigned long long)ds.gpio_edges, (unsigned long long)ds.gpio_fired,
+                     (unsigned long long)ds.gpio_debounced, (unsigned long long)ds.rejected);
     }
     wisp_devices_close(s.devices); /* before the pool its sources feed */
     wisp_pool_destroy(s.pool);

@@ -15,6 +15,7 @@
 #include "port.h"
 #include "sim/sim.h"
 #include "testutil.h"
+#include "util.h"
 
 static char err[1024];
 static char root[256];
@@ -440,11 +441,22 @@ static void test_sim_constant(void)
     CHECK_INT_EQ(
         open_text("{\"port\":\"sim\",\"mode\":\"constant\",\"value\":1,\"min\":0}", "c", &s),
         -EINVAL);
-    CHECK_STR_EQ(err, "c.min: unknown key (allowed: port, unit, scale, offset, mode, value)");
+    CHECK_STR_EQ(err,
+                 "c.min: unknown key (allowed: port, unit, scale, offset, mode, read_ms, value)");
     CHECK_INT_EQ(open_text("{\"port\":\"sim\"}", "c", &s), -EINVAL);
     CHECK_STR_EQ(err, "c.mode: required");
     CHECK_INT_EQ(open_text("{\"port\":\"sim\",\"mode\":\"square\"}", "c", &s), -EINVAL);
     CHECK_STR_EQ(err, "c.mode: unknown mode \"square\" (known: constant, sine, random_walk, csv)");
+    /* read_ms: each read blocks that long (a slow bus), within bounds. */
+    CHECK_INT_EQ(
+        open_text("{\"port\":\"sim\",\"mode\":\"constant\",\"value\":1,\"read_ms\":-1}", "c", &s),
+        -EINVAL);
+    CHECK_STR_EQ(err, "c.read_ms: must be 0 to 10000");
+    uint64_t t0 = wisp_mono_ns();
+    CHECK_INT_EQ(
+        read_once("{\"port\":\"sim\",\"mode\":\"constant\",\"value\":3,\"read_ms\":30}", &r), 0);
+    CHECK(wisp_mono_ns() - t0 >= 30000000ULL);
+    CHECK_NEAR(r.value, 3.0);
 }
 
 static uint64_t fake_now;
