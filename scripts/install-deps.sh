@@ -12,6 +12,7 @@ packages=(
   liblmdb-dev libmbedtls-dev libmicrohttpd-dev  # state store, signing, control plane API
   mosquitto mosquitto-clients openssl       # a real broker for tests and the quickstart
   clang libclang-rt-14-dev                  # the libFuzzer target (runtime is only recommended)
+  dpkg-dev file adduser systemd             # the .deb (cpack + dpkg-shlibdeps) and its unit test
 )
 if [ "${WISP_WITH_NODE:-0}" = 1 ]; then
   packages+=(nodejs npm)
