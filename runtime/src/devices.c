@@ -4,6 +4,7 @@
 #include "devices.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,19 @@
 #include "pool.h"
 #include "util.h"
 
+/* Sensor names go into event sources, subjects and logs: keep them plain. */
+static bool name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > WISP_MAX_NAME_LEN)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-' || *p == '.' || *p == ':'))
+            return false;
+    return true;
+}
+
 static int open_sensors(struct wisp_devices *d, const struct wisp_config *cfg, char *err,
                         size_t errlen)
 {
@@ -27,10 +41,11 @@ static int open_sensors(struct wisp_devices *d, const struct wisp_config *cfg, c
         return -ENOMEM;
     for (const cJSON *it = cfg->sensors->child; it; it = it->next) {
         char msg[512];
-        if (it->string[0] == '\0' || strlen(it->string) > WISP_MAX_NAME_LEN)
+        if (!name_ok(it->string))
             return wisp_errf(err, errlen, -EINVAL,
-                             "%s:sensors: a sensor name must be 1 to %u bytes", d->origin,
-                             WISP_MAX_NAME_LEN);
+                             "%s:sensors: sensor names are 1 to %u letters, digits, '_', '-', "
+                             "'.' or ':'; \"%.64s\" is not one",
+                             d->origin, WISP_MAX_NAME_LEN, it->string);
         int rc =
             wisp_sensor_open(it, it->string, &d->env, &d->sensors[d->n_sensors], msg, sizeof(msg));
         if (rc != 0)

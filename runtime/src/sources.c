@@ -20,6 +20,8 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
+
 #include "devices_internal.h"
 #include "fnspec.h"
 #include "log.h"
@@ -166,12 +168,13 @@ static const char *qualifies(struct src *s, double v)
     return why;
 }
 
-static void json_num(char *out, size_t cap, double v)
+/* A finite number, or null (JSON has no NaN or infinities). */
+static void add_num(cJSON *o, const char *key, double v, bool present)
 {
-    if (isfinite(v))
-        (void)snprintf(out, cap, "%.15g", v);
+    if (present && isfinite(v))
+        cJSON_AddNumberToObject(o, key, v);
     else
-        (void)snprintf(out, cap, "null");
+        cJSON_AddNullToObject(o, key);
 }
 
 /* A trigger's reading is back from the reader thread. */
@@ -192,23 +195,29 @@ static void sensor_result(struct wisp_devices *d, struct src *s, int rc, const c
     const char *why = qualifies(s, r->value);
     if (!why)
         return;
-    char when[40], val[40], prev[40], payload[768];
+    /* Built with cJSON: the unit comes from the config and may hold anything. */
+    char when[40];
     wisp_rfc3339(r->time_ns, when, sizeof(when));
-    json_num(val, sizeof(val), r->value);
-    if (s->have_last)
-        json_num(prev, sizeof(prev), s->last);
-    else
-        (void)snprintf(prev, sizeof(prev), "null");
-    int n = snprintf(payload, sizeof(payload),
-                     "{\"sensor\":\"%s\",\"value\":%s,\"unit\":\"%s\",\"time\":\"%s\","
-                     "\"reason\":\"%s\",\"previous\":%s}",
-                     name, val, r->unit, when, why, prev);
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddStringToObject(o, "sensor", name);
+        add_num(o, "value", r->value, true);
+        cJSON_AddStringToObject(o, "unit", r->unit);
+        cJSON_AddStringToObject(o, "time", when);
+        cJSON_AddStringToObject(o, "reason", why);
+        add_num(o, "previous", s->last, s->have_last);
+    }
+    char *payload = o ? cJSON_PrintUnformatted(o) : NULL;
+    cJSON_Delete(o);
     s->last = r->value;
     s->have_last = true;
-    if (n > 0 && (size_t)n < sizeof(payload)) {
-        d->st.sensor_fired++;
-        submit(d, s, SENSOR_TYPE, name, payload, (size_t)n);
+    if (!payload) {
+        log_error("%s: sensor trigger: out of memory", s->fn);
+        return;
     }
+    d->st.sensor_fired++;
+    submit(d, s, SENSOR_TYPE, name, payload, strlen(payload));
+    cJSON_free(payload);
 }
 
 void wisp_sources_reading(struct wisp_devices *d, uint64_t src_id, int rc, const char *err,

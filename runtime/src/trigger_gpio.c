@@ -12,6 +12,7 @@
  *            "inputs":  [{"chip": "gpiochip0", "line": 4}]}
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,18 @@
 
 #define CHIP_NAME_MAX 31u
 
+/* Chip names become paths under /dev and go into logs: keep them plain. */
+static bool name_ok(const char *s)
+{
+    if (!s[0] || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-' || *p == '.'))
+            return false;
+    return true;
+}
+
 static int get_chip(const cJSON *obj, const char *field, const char **chip, char *err,
                     size_t errlen)
 {
@@ -35,10 +48,13 @@ static int get_chip(const cJSON *obj, const char *field, const char **chip, char
     int rc = wisp_fnspec_get_str(obj, field, "chip", 1, CHIP_NAME_MAX, chip, err, errlen);
     if (rc)
         return rc;
-    if (!*chip || (*chip)[0] == '\0' || strchr(*chip, '/') || strcmp(*chip, ".") == 0 ||
-        strcmp(*chip, "..") == 0) {
-        (void)wisp_errf(err, errlen, 0, "%s.chip: must be a chip name like \"gpiochip0\" (no '/')",
-                        field);
+    if (!*chip || !name_ok(*chip)) {
+        char show[80];
+        wisp_fnspec_quote(*chip ? *chip : "", *chip ? strlen(*chip) : 0, show, sizeof(show));
+        (void)wisp_errf(err, errlen, 0,
+                        "%s.chip: must be a chip name like \"gpiochip0\" (letters, digits, '_', "
+                        "'-', '.'; not \".\" or \"..\"), got %s",
+                        field, show);
         return -EINVAL;
     }
     return 0;
@@ -71,10 +87,13 @@ static int gpio_parse(const cJSON *obj, const char *field, struct wisp_trigger *
         t->edge = 1;
     else if (strcmp(edge, "falling") == 0)
         t->edge = 2;
-    else
+    else {
+        char show[80];
+        wisp_fnspec_quote(edge, strlen(edge), show, sizeof(show));
         return wisp_errf(err, errlen, -EINVAL,
-                         "%s.edge: must be \"rising\", \"falling\" or \"both\", got \"%.32s\"",
-                         field, edge);
+                         "%s.edge: must be \"rising\", \"falling\" or \"both\", got %s", field,
+                         show);
+    }
     char label[64];
     (void)snprintf(label, sizeof(label), "%s/%u", chip, (unsigned)t->line);
     if (!(t->chip = wisp_strndup(chip, strlen(chip))) ||

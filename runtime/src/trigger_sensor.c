@@ -53,6 +53,15 @@ static int sensor_parse(const cJSON *obj, const char *field, struct wisp_trigger
         return rc;
     if (name[0] == '\0')
         return wisp_errf(err, errlen, -EINVAL, "%s.sensor: must not be empty", field);
+    for (const char *p = name; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == '"' || *p == '\\' || *p == 0x7f) {
+            char show[80];
+            wisp_fnspec_quote(name, strlen(name), show, sizeof(show));
+            return wisp_errf(err, errlen, -EINVAL,
+                             "%s.sensor: must be a sensor name from wispd's config, without "
+                             "control characters, quotes or backslashes, got %s",
+                             field, show);
+        }
     if (has_h && !t->has_above && !t->has_below)
         return wisp_errf(err, errlen, -EINVAL,
                          "%s.hysteresis: only means something with \"above\" or \"below\"", field);

@@ -81,7 +81,9 @@ static int timer_parse(const cJSON *obj, const char *field, struct wisp_trigger 
     if (wisp_schedule_next(t->schedule, wisp_real_ns(), &next) != 0) {
         wisp_schedule_free(t->schedule);
         t->schedule = NULL;
-        return wisp_errf(err, errlen, -EINVAL, "%s: \"%s\" never fires", path, cron);
+        char show[80];
+        wisp_fnspec_quote(cron, strlen(cron), show, sizeof(show));
+        return wisp_errf(err, errlen, -EINVAL, "%s: %s never fires", path, show);
     }
     if ((rc = wisp_trigger_set_label(t, "cron", cron)) != 0) {
         wisp_schedule_free(t->schedule);

@@ -1,7 +1,8 @@
 /*
  * libFuzzer target for function.json: parse arbitrary bytes, and when they
- * parse, run the topic matcher over the triggers so that filters the parser
- * accepts are also exercised by the code that uses them. The same input is
+ * parse, run the topic matcher over the MQTT triggers so that filters the
+ * parser accepts are also exercised by the code that uses them, and check
+ * what the other trigger kinds promise. The same input is
  * also read as two filters and a topic to cross-check covers and matches.
  */
 #include <stdbool.h>
@@ -23,7 +24,19 @@ static void check_spec(const struct wisp_fnspec *spec)
     if (!spec->name || !spec->handler || !spec->version || spec->n_triggers == 0)
         abort();
     for (size_t i = 0; i < spec->n_triggers; i++) {
-        const char *f = spec->triggers[i].topic;
+        const struct wisp_trigger *t = &spec->triggers[i];
+        if (t->kind != &wisp_trigger_mqtt) {
+            /* Timers and sensor polls have a schedule, every non-MQTT
+             * trigger a label (the events' subject), gpio a chip. */
+            if (!t->label || t->topic ||
+                ((t->kind == &wisp_trigger_timer || t->kind == &wisp_trigger_sensor) &&
+                 !t->schedule) ||
+                (t->kind == &wisp_trigger_sensor && !t->sensor) ||
+                (t->kind == &wisp_trigger_gpio && (!t->chip || t->edge < 1 || t->edge > 3)))
+                abort();
+            continue;
+        }
+        const char *f = t->topic;
         if (!f || !wisp_topic_filter_valid(f, strlen(f), NULL))
             abort();
         for (size_t k = 0; k < sizeof(topics) / sizeof(topics[0]); k++)
