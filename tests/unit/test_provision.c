@@ -101,10 +101,20 @@ static void path_in(char *buf, size_t cap, const char *dir, const char *rel)
 static int run(const struct root *r, const char *const *extra)
 {
     const char *prog = getenv("WISP_PROVISION");
-    const char *argv[32] = {prog,      "--input", r->input,       "--etc", r->etc,
-                            "--state", r->state,  "--machine-id", r->mid};
-    size_t argc = 9;
-    for (size_t i = 0; extra && extra[i] && argc < 30; i++)
+    const char *argv[48];
+    size_t argc = 0;
+    /* Cross builds: the program runs under the same emulator as this test. */
+    char emu[256];
+    (void)snprintf(emu, sizeof(emu), "%s",
+                   getenv("WISP_TEST_EMULATOR") ? getenv("WISP_TEST_EMULATOR") : "");
+    for (char *save = NULL, *tok = strtok_r(emu, " ", &save); tok && argc < 8;
+         tok = strtok_r(NULL, " ", &save))
+        argv[argc++] = tok;
+    const char *const fixed[] = {prog,      "--input", r->input,       "--etc", r->etc,
+                                 "--state", r->state,  "--machine-id", r->mid};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        argv[argc++] = fixed[i];
+    for (size_t i = 0; extra && extra[i] && argc < 46; i++)
         argv[argc++] = extra[i];
     argv[argc] = NULL;
     out[0] = '\0';
@@ -119,7 +129,7 @@ static int run(const struct root *r, const char *const *extra)
     if (pid == 0) {
         (void)dup2(fd, 1);
         (void)dup2(fd, 2);
-        execv(prog, (char *const *)argv);
+        execvp(argv[0], (char *const *)argv);
         _exit(127);
     }
     (void)close(fd);
