@@ -4,6 +4,7 @@
  * value. Event fds are non-blocking and close-on-exec; the event records are
  * struct gpio_v2_line_event as the kernel writes them. */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
@@ -45,9 +46,16 @@ static const char *dev_root(const struct wisp_port_env *env)
     return env && env->dev_root ? env->dev_root : "/dev";
 }
 
+/* The kernel answers a GPIO ioctl on something that is not a chip with
+ * ENOTTY; qemu-user answers ioctls it cannot translate with ENOSYS. */
+static bool not_a_chip(int e)
+{
+    return e == ENOTTY || e == ENOSYS;
+}
+
 static int errno_msg(char *err, size_t errlen, const char *path, int e)
 {
-    if (e == ENOTTY)
+    if (not_a_chip(e))
         return wisp_errf(err, errlen, -ENOTTY, "%s: not a GPIO chip", path);
     return wisp_errf(err, errlen, -e, "%s: %s", path, strerror(e));
 }
@@ -132,7 +140,7 @@ static int get_line_info(const struct lgpio *s, uint32_t line, struct gpio_v2_li
     if (ioctl(s->fd, GPIO_V2_GET_LINEINFO_IOCTL, li) != 0) {
         int e = errno;
         return wisp_errf(err, errlen, -e, "%s: line %u: %s", s->path, line,
-                         e == ENOTTY ? "not a GPIO chip" : strerror(e));
+                         not_a_chip(e) ? "not a GPIO chip" : strerror(e));
     }
     return 0;
 }
@@ -169,7 +177,7 @@ static int request_error(const struct lgpio *s, uint32_t line, int e, char *err,
         return wisp_errf(err, errlen, -EBUSY, "%s: line %u is busy (held by an unnamed consumer)",
                          s->path, line);
     }
-    if (e == ENOTTY)
+    if (not_a_chip(e))
         return wisp_errf(err, errlen, -ENOTTY, "%s: not a GPIO chip", s->path);
     return wisp_errf(err, errlen, -e, "%s: line %u: request failed: %s", s->path, line,
                      strerror(e));

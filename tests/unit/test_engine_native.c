@@ -251,6 +251,13 @@ static void test_memory_cap(void)
     struct wisp_result res;
     fn_open(&f, "fail.so");
     CHECK_INT_EQ(getrlimit(RLIMIT_DATA, &during), 0);
+    const char *q = getenv("WISP_UNDER_QEMU");
+    if (q && strcmp(q, "1") == 0 && during.rlim_cur == RLIM_INFINITY) {
+        /* qemu-user keeps RLIMIT_DATA to itself: only there is it skipped. */
+        (void)fprintf(stderr, "skip memory_cap: RLIMIT_DATA is not passed on under qemu-user\n");
+        fn_fini(&f);
+        return;
+    }
     CHECK(during.rlim_cur != RLIM_INFINITY);
     CHECK_INT_EQ(invoke(&f, "hog", &res), -1);
     CHECK_INT_EQ(res.outcome, WISP_OUTCOME_MEMORY);
@@ -548,6 +555,12 @@ static void test_confined(void)
     }
     int status = wisp_test_wait_exit(pid, 20000);
     CHECK(status != -1 && WIFEXITED(status));
+    const char *q = getenv("WISP_UNDER_QEMU");
+    if (q && strcmp(q, "1") == 0 && WIFEXITED(status) && WEXITSTATUS(status) == 10) {
+        /* Only where no filter can be installed at all (qemu-user). */
+        (void)fprintf(stderr, "skip confined: seccomp filters unavailable under qemu-user\n");
+        return;
+    }
     CHECK_INT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 0);
 }
 
