@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole ctest suite: the
 # regular build, the same suite under AddressSanitizer + UndefinedBehavior-
-# Sanitizer, and the libFuzzer target built with clang.
+# Sanitizer, the libFuzzer target built with clang, and the arm64 cross build
+# with its unit tests and one end-to-end test under qemu-aarch64
+# (scripts/cross-test.sh; skipped, saying why, when the mirror cannot serve
+# matching :arm64 packages).
 #
 #   scripts/test.sh                 everything
 #   scripts/test.sh -L unit         only the regular build, with these ctest arguments
-#   WISP_TEST_PASSES="plain" scripts/test.sh     choose passes: plain, asan, fuzz
+#   WISP_TEST_PASSES="plain" scripts/test.sh     choose passes: plain, asan, fuzz, arm64
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 
-passes=${WISP_TEST_PASSES:-plain asan fuzz}
+passes=${WISP_TEST_PASSES:-plain asan fuzz arm64}
 [ $# -gt 0 ] && passes=plain
 jobs=$(nproc)
 status=0
@@ -36,6 +39,15 @@ for pass in $passes; do
         (cd build-fuzz && ctest --output-on-failure -L fuzz) || status=1
       else
         echo "== fuzz: clang not installed, skipped"
+      fi ;;
+    arm64)
+      echo "== arm64: cross build, unit tests and wispd_basic.sh under qemu-aarch64"
+      rc=0
+      scripts/cross-test.sh arm64 || rc=$?
+      if [ "$rc" -eq 77 ]; then
+        echo "== arm64: SKIPPED: the package mirror cannot serve :arm64 packages matching this host (see above)"
+      elif [ "$rc" -ne 0 ]; then
+        status=1
       fi ;;
     *) echo "test.sh: unknown pass $pass" >&2; exit 2 ;;
   esac
