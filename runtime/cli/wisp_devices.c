@@ -105,8 +105,12 @@ int wisp_cmd_sensors(int argc, char **argv)
         }
         char when[40];
         wisp_rfc3339(r.time_ns, when, sizeof(when));
-        printf("%-24s %-8s %16.6g  %-8s %s\n", wisp_devices_sensor_name(d, i), pname, r.value,
-               r.unit, when);
+        /* Pad the unit by characters, not bytes ("°C" is three bytes). */
+        int width = 8;
+        for (const unsigned char *u = (const unsigned char *)r.unit; *u; u++)
+            width += (*u & 0xC0) == 0x80;
+        printf("%-24s %-8s %16.6g  %-*s %s\n", wisp_devices_sensor_name(d, i), pname, r.value,
+               width, r.unit, when);
     }
     wisp_devices_close(d);
     wisp_config_fini(&cfg);
