@@ -39,6 +39,16 @@ static void usage(FILE *out)
                        "        the configured sensors with a reading taken now\n"
                        "  gpio [--config FILE]\n"
                        "        GPIO chips and their lines\n"
+                       "  keygen OUT_PREFIX\n"
+                       "        new ECDSA P-256 signing key: OUT_PREFIX.key and OUT_PREFIX.pub\n"
+                       "  bundle DIR -o FILE\n"
+                       "        validate the function in DIR and pack it into a bundle file\n"
+                       "  sign FILE --key KEY\n"
+                       "        sign a bundle: writes FILE.sig\n"
+                       "  verify FILE --trust DIR [--dev-unsigned]\n"
+                       "        check a bundle's signature and contents, print its manifest\n"
+                       "  unpack FILE --trust DIR -o OUT_DIR [--dev-unsigned]\n"
+                       "        verify a bundle and write its files into a new folder\n"
                        "  version\n"
                        "\n"
                        "Run `wisp <command> --help` for a command's options.\n");
@@ -414,6 +424,16 @@ int main(int argc, char **argv)
         return wisp_cmd_sensors(argc - 2, argv + 2);
     if (strcmp(cmd, "gpio") == 0)
         return wisp_cmd_gpio(argc - 2, argv + 2);
+    if (strcmp(cmd, "keygen") == 0)
+        return wisp_cmd_keygen(argc - 2, argv + 2);
+    if (strcmp(cmd, "bundle") == 0)
+        return wisp_cmd_bundle(argc - 2, argv + 2);
+    if (strcmp(cmd, "sign") == 0)
+        return wisp_cmd_sign(argc - 2, argv + 2);
+    if (strcmp(cmd, "verify") == 0)
+        return wisp_cmd_verify(argc - 2, argv + 2);
+    if (strcmp(cmd, "unpack") == 0)
+        return wisp_cmd_unpack(argc - 2, argv + 2);
     (void)fprintf(stderr, "wisp: unknown command \"%s\"\n\n", cmd);
     usage(stderr);
     return 2;

@@ -8,5 +8,10 @@ int wisp_cmd_dlq(int argc, char **argv);
 int wisp_cmd_backup(int argc, char **argv);
 int wisp_cmd_sensors(int argc, char **argv);
 int wisp_cmd_gpio(int argc, char **argv);
+int wisp_cmd_keygen(int argc, char **argv);
+int wisp_cmd_bundle(int argc, char **argv);
+int wisp_cmd_sign(int argc, char **argv);
+int wisp_cmd_verify(int argc, char **argv);
+int wisp_cmd_unpack(int argc, char **argv);
 
 #endif

@@ -53,45 +53,6 @@ static int hash_file(uint64_t *h, const char *name, const char *path)
     return rc;
 }
 
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* Lists the entries of dir (not "." or hidden ones) sorted by name. */
-static int list_dir(const char *dir, char ***names, size_t *n)
-{
-    int rc = 0;
-    size_t cap = 0;
-    DIR *d = opendir(dir);
-    *names = NULL;
-    *n = 0;
-    if (!d)
-        return errno == ENOENT || errno == ENOTDIR ? 0 : -errno;
-    for (const struct dirent *e; (e = readdir(d)) != NULL;) {
-        if (e->d_name[0] == '.')
-            continue;
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 16;
-            char **grown = realloc(*names, cap * sizeof(**names));
-            if (!grown) {
-                rc = -ENOMEM;
-                break;
-            }
-            *names = grown;
-        }
-        if (!((*names)[*n] = wisp_strndup(e->d_name, strlen(e->d_name)))) {
-            rc = -ENOMEM;
-            break;
-        }
-        (*n)++;
-    }
-    closedir(d);
-    if (*n > 1)
-        qsort(*names, *n, sizeof(**names), cmp_names);
-    return rc;
-}
-
 static bool is_lua(const char *name)
 {
     size_t len = strlen(name);
@@ -107,7 +68,7 @@ static int hash_lua(uint64_t *h, const char *dir, const char *rel, bool recurse,
     char **names = NULL;
     size_t n = 0;
     char *path = *rel ? wisp_path_join(dir, rel) : wisp_strndup(dir, strlen(dir));
-    int rc = path ? list_dir(path, &names, &n) : -ENOMEM;
+    int rc = path ? wisp_list_dir(path, NULL, true, &names, &n) : -ENOMEM;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         char label[PATH_MAX];
         wisp_errf(label, sizeof(label), 0, "%s%s%s", rel, *rel ? "/" : "", names[i]);

@@ -1,5 +1,6 @@
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -228,4 +229,59 @@ uint64_t wisp_fnv1a64(uint64_t h, const void *data, size_t len)
         h *= 0x100000001b3ULL;
     }
     return h;
+}
+
+int wisp_write_full(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+int wisp_list_dir(const char *dir, const char *suffix, bool missing_ok, char ***names, size_t *n)
+{
+    int rc = 0;
+    size_t cap = 0, slen = suffix ? strlen(suffix) : 0;
+    DIR *d = opendir(dir);
+    *names = NULL;
+    *n = 0;
+    if (!d)
+        return missing_ok && (errno == ENOENT || errno == ENOTDIR) ? 0 : -errno;
+    for (const struct dirent *e; (e = readdir(d)) != NULL;) {
+        size_t len = strlen(e->d_name);
+        if (e->d_name[0] == '.' ||
+            (slen && (len <= slen || strcmp(e->d_name + len - slen, suffix) != 0)))
+            continue;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 16;
+            char **grown = realloc(*names, cap * sizeof(**names));
+            if (!grown) {
+                rc = -ENOMEM;
+                break;
+            }
+            *names = grown;
+        }
+        if (!((*names)[*n] = wisp_strndup(e->d_name, len))) {
+            rc = -ENOMEM;
+            break;
+        }
+        (*n)++;
+    }
+    closedir(d);
+    if (*n > 1)
+        qsort(*names, *n, sizeof(**names), cmp_names);
+    return rc;
 }

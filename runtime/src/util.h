@@ -39,6 +39,15 @@ bool wisp_utf8_valid(const char *buf, size_t len);
  * NULL on OOM. */
 char *wisp_base64(const void *data, size_t len);
 
+/* Writes all of buf to fd, retrying short writes and EINTR. 0 or -errno. */
+int wisp_write_full(int fd, const void *buf, size_t len);
+
+/* The entries of dir sorted by name, leaving out hidden ones (".x") and,
+ * when suffix is given, names that do not end with it. *names is an array
+ * of malloc'd strings (free each and the array). A directory that does not
+ * exist gives 0 entries when missing_ok, else -ENOENT. 0 or -errno. */
+int wisp_list_dir(const char *dir, const char *suffix, bool missing_ok, char ***names, size_t *n);
+
 /* 64-bit FNV-1a, for content versions and hashing (not for security). */
 uint64_t wisp_fnv1a64(uint64_t h, const void *data, size_t len);
 #define WISP_FNV1A64_INIT 0xcbf29ce484222325ULL
