@@ -340,12 +340,58 @@ static int cmd_run(int argc, char **argv)
     return rc;
 }
 
+/* A native handler is loaded the way an executor loads it (ABI, entry
+ * point, architecture), in a child: its constructors run there, not here.
+ * 0, or -1 with err set. */
+static int check_native(const struct wisp_fnspec *spec, char *err, size_t errlen)
+{
+    const struct wisp_engine_ops *eng = wisp_engine_for(spec->runtime);
+    int pfd[2];
+    if (!eng || pipe(pfd) != 0)
+        return wisp_errf(err, errlen, -1, "%s: cannot check the native handler", spec->origin);
+    (void)fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char msg[1024] = "";
+        void *inst = NULL;
+        close(pfd[0]);
+        if (eng->create(spec, &inst, msg, sizeof(msg)) == 0) {
+            eng->destroy(inst);
+            _exit(0);
+        }
+        (void)!write(pfd[1], msg, strnlen(msg, sizeof(msg)));
+        _exit(1);
+    }
+    close(pfd[1]);
+    size_t got = 0;
+    for (ssize_t n; got + 1 < errlen && (n = read(pfd[0], err + got, errlen - 1 - got)) > 0;)
+        got += (size_t)n;
+    if (errlen)
+        err[got] = '\0';
+    close(pfd[0]);
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) < 0)
+        return wisp_errf(err, errlen, -1, "%s: cannot check the native handler", spec->origin);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    if (!got)
+        (void)wisp_errf(err, errlen, -1, "%s: loading %s crashed the check (%s %d)", spec->origin,
+                        spec->handler, WIFSIGNALED(status) ? "signal" : "status",
+                        WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+    return -1;
+}
+
 static int validate_one(const char *dir)
 {
     struct wisp_fnspec *spec = NULL;
     char err[1024];
     if (wisp_registry_load_one(dir, &spec, err, sizeof(err)) != 0) {
         (void)fprintf(stderr, "invalid %s\n", err);
+        return 1;
+    }
+    if (spec->runtime == WISP_RUNTIME_NATIVE && check_native(spec, err, sizeof(err)) != 0) {
+        (void)fprintf(stderr, "invalid %s\n", err);
+        wisp_fnspec_destroy(spec);
         return 1;
     }
     printf("ok %s %s (%s)\n", spec->name, spec->version, dir);

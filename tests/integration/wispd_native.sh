@@ -34,6 +34,13 @@ printf '{"name": "old-abi", "runtime": "native", "triggers": [{"type": "mqtt", "
   >"$fns/old-abi/function.json"
 make_fn "$fns" good good/in 'return function(e, ctx) ctx.publish("out/good", e.payload, {qos = 1}) end'
 
+# wisp validate loads a native handler as an executor would (in a child).
+rc=0
+"$WISP" validate "$fns/old-abi" 2>"$TEST_TMP/validate.err" || rc=$?
+[ "$rc" -eq 1 ] && grep -q 'handler.so was built for wisp ABI 7; this wispd speaks 1' "$TEST_TMP/validate.err" ||
+  fail "wisp validate did not refuse the ABI 7 handler: $(cat "$TEST_TMP/validate.err")"
+"$WISP" validate "$example" >/dev/null || fail "wisp validate refused the native example"
+
 wispd_start gw "$fns"
 pid=$(wispd_pid gw)
 log=$(wispd_log gw)
