@@ -244,21 +244,34 @@ static int arm(int fd, uint64_t at_ns)
     return timerfd_settime(fd, TFD_TIMER_ABSTIME, &its, NULL);
 }
 
-static int sim_watch(void *state, uint32_t line, enum wisp_gpio_edge edge, uint32_t debounce_ms,
-                     const char *consumer, void **req, int *fd, char *err, size_t errlen)
+/* Holds line for a request (refusing a busy one) and makes the request. */
+static int new_req(struct sim_chip *s, uint32_t line, int held, const char *consumer,
+                   struct sim_req **out, char *err, size_t errlen)
 {
-    struct sim_chip *s = state;
-    (void)debounce_ms; /* the simulated edges are clean; the generic layer debounces */
-    int rc = hold(s, line, HELD_INPUT, consumer, err, errlen);
+    int rc = hold(s, line, held, consumer, err, errlen);
     if (rc)
         return rc;
     struct sim_req *r = calloc(1, sizeof(*r));
     if (!r) {
         unhold(s, line);
-        return wisp_errf(err, errlen, -ENOMEM, "%s: out of memory", s->name);
+        (void)wisp_errf(err, errlen, 0, "%s: out of memory", s->name);
+        return -ENOMEM;
     }
     r->chip = s;
     r->line = line;
+    *out = r;
+    return 0;
+}
+
+static int sim_watch(void *state, uint32_t line, enum wisp_gpio_edge edge, uint32_t debounce_ms,
+                     const char *consumer, void **req, int *fd, char *err, size_t errlen)
+{
+    struct sim_chip *s = state;
+    (void)debounce_ms; /* the simulated edges are clean; the generic layer debounces */
+    struct sim_req *r = NULL;
+    int rc = new_req(s, line, HELD_INPUT, consumer, &r, err, errlen);
+    if (rc)
+        return rc;
     r->edge = edge;
     r->period_ns = s->line[line].period_ns;
     r->fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
@@ -335,16 +348,10 @@ static int sim_output(void *state, uint32_t line, int initial, const char *consu
                       char *err, size_t errlen)
 {
     struct sim_chip *s = state;
-    int rc = hold(s, line, HELD_OUTPUT, consumer, err, errlen);
+    struct sim_req *r = NULL;
+    int rc = new_req(s, line, HELD_OUTPUT, consumer, &r, err, errlen);
     if (rc)
         return rc;
-    struct sim_req *r = calloc(1, sizeof(*r));
-    if (!r) {
-        unhold(s, line);
-        return wisp_errf(err, errlen, -ENOMEM, "%s: out of memory", s->name);
-    }
-    r->chip = s;
-    r->line = line;
     r->fd = -1;
     s->line[line].value = initial ? 1 : 0;
     *req = r;

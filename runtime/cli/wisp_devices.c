@@ -1,6 +1,6 @@
 /* wisp sensors and wisp gpio: the devices of a gateway's config, read live. */
-#include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,25 +169,26 @@ int wisp_cmd_gpio(int argc, char **argv)
     size_t shown = 0;
     for (const cJSON *it = cfg.gpio ? cfg.gpio->child : NULL; it; it = it->next, shown++)
         bad |= list_chip(it, it->string, &env);
-    DIR *dir = opendir(cfg.dev_root);
-    char *names[256];
-    size_t n = 0;
-    for (struct dirent *de; dir && n < WISP_ARRAY_LEN(names) && (de = readdir(dir));) {
-        const char *s = de->d_name;
-        if (strncmp(s, "gpiochip", 8) != 0 || !s[8] || strspn(s + 8, "0123456789") != strlen(s + 8))
-            continue;
-        if (cfg.gpio && cJSON_GetObjectItemCaseSensitive(cfg.gpio, s))
-            continue;
-        if ((names[n] = wisp_strndup(s, strlen(s))))
-            n++;
+    char **names = NULL;
+    size_t n = 0, keep = 0;
+    (void)wisp_list_dir(cfg.dev_root, NULL, true, &names, &n);
+    for (size_t i = 0; i < n; i++) {
+        const char *c = names[i];
+        bool chip = strncmp(c, "gpiochip", 8) == 0 && c[8] &&
+                    strspn(c + 8, "0123456789") == strlen(c + 8) &&
+                    !(cfg.gpio && cJSON_GetObjectItemCaseSensitive(cfg.gpio, c));
+        if (chip)
+            names[keep++] = names[i];
+        else
+            free(names[i]);
     }
-    if (dir)
-        closedir(dir);
-    qsort(names, n, sizeof(names[0]), cmp_names);
-    for (size_t i = 0; i < n; i++, shown++) {
+    if (keep > 1)
+        qsort(names, keep, sizeof(names[0]), cmp_names);
+    for (size_t i = 0; i < keep; i++, shown++) {
         bad |= list_chip(NULL, names[i], &env);
         free(names[i]);
     }
+    free(names);
     if (!shown)
         printf("no GPIO chips: none under %s and none in the config\n", cfg.dev_root);
     wisp_config_fini(&cfg);

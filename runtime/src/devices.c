@@ -151,7 +151,7 @@ void wisp_devices_close(struct wisp_devices *d)
     free(d);
 }
 
-static void copy_reading(const struct wisp_reading *r, struct wisp_devcall_reading *out)
+void wisp_devices_copy_reading(const struct wisp_reading *r, struct wisp_devcall_reading *out)
 {
     out->value = r->value;
     out->time_ns = r->time_ns;
@@ -166,7 +166,7 @@ int wisp_devices_sensor_read(struct wisp_devices *d, size_t i, struct wisp_devca
         return wisp_errf(msg, msglen, -ENOENT, "no such sensor");
     int rc = wisp_sensor_read(d->sensors[i], &r, msg, msglen);
     if (rc == 0)
-        copy_reading(&r, out);
+        wisp_devices_copy_reading(&r, out);
     return rc;
 }
 
@@ -206,7 +206,7 @@ int wisp_devices_call(void *ud, const struct wisp_fnspec *spec, const struct wis
         struct wisp_reading r;
         int rc = wisp_sensor_read(s, &r, msg, msglen);
         if (rc == 0)
-            copy_reading(&r, reading);
+            wisp_devices_copy_reading(&r, reading);
         else
             d->st.sensor_errors++;
         return rc;

@@ -54,6 +54,10 @@ struct wisp_devices {
 /* The chip called name, opening a "gpiochipN" device on first use. */
 int wisp_devices_chip(struct wisp_devices *d, const char *name, struct wisp_gpio_chip **out,
                       char *err, size_t errlen);
+/* A port's reading as device calls carry it (the unit copied: the port's
+ * may change with its next read). */
+void wisp_devices_copy_reading(const struct wisp_reading *r, struct wisp_devcall_reading *out);
+
 /* The configured sensor called name, or NULL. */
 struct wisp_sensor *wisp_devices_sensor(struct wisp_devices *d, const char *name);
 

@@ -49,12 +49,8 @@ static void *reader_main(void *arg)
 
         struct wisp_reading rd;
         r->rc = wisp_sensor_read(r->sensor, &rd, r->err, sizeof(r->err));
-        if (r->rc == 0) {
-            r->reading.value = rd.value;
-            r->reading.time_ns = rd.time_ns;
-            /* The unit may live in the sensor until its next read: copy it. */
-            (void)snprintf(r->reading.unit, sizeof(r->reading.unit), "%s", rd.unit ? rd.unit : "");
-        }
+        if (r->rc == 0)
+            wisp_devices_copy_reading(&rd, &r->reading);
 
         pthread_mutex_lock(&d->mu);
         r->next = d->done;

@@ -52,6 +52,16 @@ const char *wisp_outcome_name(enum wisp_outcome o)
     return "unknown";
 }
 
+void wisp_result_drop_publishes(struct wisp_result *r)
+{
+    enum wisp_outcome o = r->outcome;
+    char *error = r->error;
+    r->error = NULL;
+    wisp_result_fini(r);
+    r->outcome = o;
+    r->error = error;
+}
+
 void wisp_result_init(struct wisp_result *r)
 {
     memset(r, 0, sizeof(*r));

@@ -91,6 +91,9 @@ void wisp_result_fini(struct wisp_result *r);
  * returns -E2BIG when either would be exceeded (nothing appended), -ENOMEM. */
 int wisp_result_add_publish(struct wisp_result *r, const char *topic, const char *payload,
                             size_t payload_len, int qos, int retain);
+/* Drops a failed invocation's buffered publishes, keeping outcome and
+ * error. */
+void wisp_result_drop_publishes(struct wisp_result *r);
 /* Sets r->error to a copy of msg (replacing any previous one). */
 void wisp_result_set_error(struct wisp_result *r, enum wisp_outcome o, const char *msg);
 

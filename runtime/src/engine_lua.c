@@ -578,17 +578,6 @@ static void classify(struct lua_inst *in, int status, struct wisp_result *res)
     }
 }
 
-/* Drops the buffered publishes, keeping outcome and error. */
-static void drop_publishes(struct wisp_result *res)
-{
-    enum wisp_outcome o = res->outcome;
-    char *error = res->error;
-    res->error = NULL;
-    wisp_result_fini(res);
-    res->outcome = o;
-    res->error = error;
-}
-
 /* `res` is overwritten: the caller releases any previous contents first. */
 static int engine_invoke(void *p, const struct wisp_event *ev, struct wisp_result *res)
 {
@@ -610,7 +599,7 @@ static int engine_invoke(void *p, const struct wisp_event *ev, struct wisp_resul
         st = in->call_status;
     classify(in, st, res);
     if (res->outcome != WISP_OUTCOME_OK)
-        drop_publishes(res);
+        wisp_result_drop_publishes(res);
     res->duration_ns = wisp_mono_ns() - start;
     res->mem_peak_bytes = in->peak;
     lua_settop(L, 0);

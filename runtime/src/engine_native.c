@@ -795,17 +795,6 @@ static int copy_event(struct native_inst *in, const struct wisp_event *ev)
     return 0;
 }
 
-/* Drops the buffered publishes, keeping outcome and error. */
-static void drop_publishes(struct wisp_result *res)
-{
-    enum wisp_outcome o = res->outcome;
-    char *error = res->error;
-    res->error = NULL;
-    wisp_result_fini(res);
-    res->outcome = o;
-    res->error = error;
-}
-
 /* `res` is overwritten: the caller releases any previous contents first. */
 static int engine_invoke(void *p, const struct wisp_event *ev, struct wisp_result *res)
 {
@@ -855,7 +844,7 @@ static int engine_invoke(void *p, const struct wisp_event *ev, struct wisp_resul
         res->outcome = WISP_OUTCOME_OK;
     }
     if (res->outcome != WISP_OUTCOME_OK)
-        drop_publishes(res);
+        wisp_result_drop_publishes(res);
     res->mem_peak_bytes = rss > 0 ? (uint64_t)rss * 1024u : 0;
     in->ev = NULL;
     in->res = NULL;

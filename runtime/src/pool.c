@@ -378,8 +378,11 @@ int wisp_pool_submit_mqtt_take(struct wisp_pool *p, char **topic, char **payload
     return submit_mqtt(p, topic, payload, len, qos, retain, true);
 }
 
-int wisp_pool_submit_event(struct wisp_pool *p, const char *fn_name, const char *type,
-                           const char *source, const char *subject, const void *payload, size_t len)
+/* Queues one non-MQTT event for the named function; id (40 bytes) gets its
+ * id. type/source NULL: a "wisp.invoke" event from wisp run. */
+static int submit_one(struct wisp_pool *p, const char *fn_name, const char *type,
+                      const char *source, const char *subject, const void *payload, size_t len,
+                      int qos, char *id)
 {
     struct fn *fn = wisp_pool_find_active(p, fn_name);
     if (!fn)
@@ -388,33 +391,31 @@ int wisp_pool_submit_event(struct wisp_pool *p, const char *fn_name, const char 
     if (!b)
         return -ENOMEM;
     b->type = type;
-    if (!(b->source = wisp_strndup(source, strlen(source)))) {
+    if (source && !(b->source = wisp_strndup(source, strlen(source)))) {
         wisp_blob_free(b);
         return -ENOMEM;
     }
-    char id[40];
-    wisp_pool_next_id(p, id, sizeof(id));
-    if (!wisp_pool_enqueue(p, fn, b, id, NULL, -1, 0, false)) {
+    wisp_pool_next_id(p, id, 40);
+    if (!wisp_pool_enqueue(p, fn, b, id, NULL, qos, 0, false)) {
         wisp_blob_free(b);
         return -ENOBUFS;
     }
     return 0;
 }
 
+int wisp_pool_submit_event(struct wisp_pool *p, const char *fn_name, const char *type,
+                           const char *source, const char *subject, const void *payload, size_t len)
+{
+    char id[40];
+    return submit_one(p, fn_name, type, source, subject, payload, len, -1, id);
+}
+
 int wisp_pool_submit_to(struct wisp_pool *p, const char *fn_name, const char *subject,
                         const void *payload, size_t len, char *event_id)
 {
-    struct fn *fn = wisp_pool_find_active(p, fn_name);
-    if (!fn)
-        return -ENOENT;
-    struct blob *b = wisp_blob_new(subject, payload, len);
-    if (!b)
-        return -ENOMEM;
-    wisp_pool_next_id(p, event_id, 40);
-    int rc = wisp_pool_enqueue(p, fn, b, event_id, NULL, 0, 0, false) ? 0 : -ENOBUFS;
-    if (rc != 0)
-        wisp_blob_free(b);
-    wisp_pool_schedule(p);
+    int rc = submit_one(p, fn_name, NULL, NULL, subject, payload, len, 0, event_id);
+    if (rc != -ENOENT && rc != -ENOMEM)
+        wisp_pool_schedule(p);
     return rc;
 }
 

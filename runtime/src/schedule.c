@@ -433,6 +433,14 @@ int wisp_schedule_cron(const char *expr, const char *field, struct wisp_schedule
     return 0;
 }
 
+struct wisp_schedule *wisp_schedule_dup(const struct wisp_schedule *s)
+{
+    struct wisp_schedule *c = malloc(sizeof(*c));
+    if (c)
+        *c = *s;
+    return c;
+}
+
 void wisp_schedule_free(struct wisp_schedule *s)
 {
     free(s);

@@ -41,6 +41,9 @@ int wisp_schedule_every(const char *text, const char *field, struct wisp_schedul
 int wisp_schedule_cron(const char *expr, const char *field, struct wisp_schedule **out, char *err,
                        size_t errlen);
 
+/* A copy of s (free with wisp_schedule_free), or NULL on OOM. */
+struct wisp_schedule *wisp_schedule_dup(const struct wisp_schedule *s);
+
 /* Frees a schedule; NULL is fine. */
 void wisp_schedule_free(struct wisp_schedule *s);
 

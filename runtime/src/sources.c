@@ -329,14 +329,6 @@ static void on_gpio(void *ud, int fd, uint32_t events)
         wisp_pool_schedule(d->pool);
 }
 
-static int reparse(struct src *s, const char *label)
-{
-    char err[256];
-    if (strncmp(label, "every ", 6) == 0)
-        return wisp_schedule_every(label + 6, NULL, &s->sched, err, sizeof(err));
-    return wisp_schedule_cron(label + 5, NULL, &s->sched, err, sizeof(err));
-}
-
 static struct src *new_src(struct wisp_devices *d, const struct wisp_fnspec *spec,
                            const struct wisp_trigger *t, size_t idx)
 {
@@ -360,8 +352,9 @@ static struct src *new_src(struct wisp_devices *d, const struct wisp_fnspec *spe
                        (unsigned)t->line);
         return s;
     }
-    if (reparse(s, t->label) != 0) {
-        log_error("%s: triggers[%zu]: schedule \"%s\" no longer parses", spec->name, idx, t->label);
+    /* The spec goes with the next reload; the source keeps its own copy. */
+    if (!(s->sched = wisp_schedule_dup(t->schedule))) {
+        log_error("%s: triggers[%zu]: out of memory", spec->name, idx);
         src_free(s);
         return NULL;
     }

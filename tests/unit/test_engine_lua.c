@@ -88,29 +88,6 @@ static const char *pub(const struct wisp_result *res, size_t i)
     return i < res->n_pubs ? res->pubs[i].payload : "(missing)";
 }
 
-/* Captures what the engine logs to stderr between start and stop. */
-static int saved_stderr = -1;
-static char capture_path[64];
-
-static void capture_start(void)
-{
-    (void)snprintf(capture_path, sizeof(capture_path), "/tmp/wisp-test-log-XXXXXX");
-    int fd = mkstemp(capture_path);
-    CHECK(fd >= 0);
-    saved_stderr = dup(STDERR_FILENO);
-    CHECK(dup2(fd, STDERR_FILENO) >= 0);
-    close(fd);
-}
-
-static char *capture_stop(void)
-{
-    CHECK(dup2(saved_stderr, STDERR_FILENO) >= 0);
-    close(saved_stderr);
-    char *text = wisp_test_read_file(capture_path);
-    CHECK_INT_EQ(unlink(capture_path), 0);
-    return text;
-}
-
 static size_t count_of(const char *hay, const char *needle)
 {
     size_t n = 0;
@@ -148,9 +125,9 @@ static void test_happy_path(void)
     struct fn f;
     struct wisp_result res;
     fn_open(&f, happy_src, 1024, 1000);
-    capture_start();
+    wisp_test_capture_stderr();
     int rc = invoke(&f, "{\"temp\": 31.5, \"dev\": \"dev7\"}", &res);
-    char *log = capture_stop();
+    char *log = wisp_test_captured_stderr();
     CHECK_INT_EQ(rc, 0);
     CHECK_INT_EQ(res.outcome, WISP_OUTCOME_OK);
     CHECK(res.error == NULL);
@@ -561,7 +538,7 @@ static void test_log_limits(void)
             "  for i = 1, 100 do ctx.log.error(i, line) end\n"
             "end\n",
             1024, 1000);
-    capture_start();
+    wisp_test_capture_stderr();
     CHECK_INT_EQ(invoke(&f, "", &res), 0);
     wisp_result_fini(&res);
     wisp_log_threshold = WISP_LOG_DEBUG;
@@ -571,7 +548,7 @@ static void test_log_limits(void)
     CHECK_INT_EQ(invoke(&f, "", &res), 0);
     wisp_log_threshold = WISP_LOG_INFO;
     wisp_result_fini(&res);
-    char *log = capture_stop();
+    char *log = wisp_test_captured_stderr();
     /* 64 KiB per invocation holds 65 lines of ~1 KB; the cap resets per
      * invocation; debug lines and the warning follow the threshold. */
     CHECK_INT_EQ(count_of(log, "level=error mod=fn"), 3 * 65);

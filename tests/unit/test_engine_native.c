@@ -103,29 +103,6 @@ static const char *pub_on(const struct wisp_result *res, const char *topic)
     return "(missing)";
 }
 
-/* Captures what the engine logs to stderr between start and stop. */
-static int saved_stderr = -1;
-static char capture_path[64];
-
-static void capture_start(void)
-{
-    (void)snprintf(capture_path, sizeof(capture_path), "/tmp/wisp-test-log-XXXXXX");
-    int fd = mkstemp(capture_path);
-    CHECK(fd >= 0);
-    saved_stderr = dup(STDERR_FILENO);
-    CHECK(dup2(fd, STDERR_FILENO) >= 0);
-    close(fd);
-}
-
-static char *capture_stop(void)
-{
-    CHECK(dup2(saved_stderr, STDERR_FILENO) >= 0);
-    close(saved_stderr);
-    char *text = wisp_test_read_file(capture_path);
-    CHECK_INT_EQ(unlink(capture_path), 0);
-    return text;
-}
-
 /* ---- loading and the happy path ------------------------------------------ */
 
 static void test_registered(void)
@@ -140,9 +117,9 @@ static void test_event_and_ctx(void)
     struct fn f;
     struct wisp_result res;
     fn_open(&f, "echo.so");
-    capture_start();
+    wisp_test_capture_stderr();
     CHECK_INT_EQ(invoke(&f, "{\"temp\": 31.5}", &res), 0);
-    char *log = capture_stop();
+    char *log = wisp_test_captured_stderr();
     CHECK_INT_EQ(res.outcome, WISP_OUTCOME_OK);
     CHECK(res.error == NULL);
     CHECK_STR_EQ(pub_on(&res, "out/event"),

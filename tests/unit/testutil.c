@@ -176,3 +176,25 @@ struct wisp_fnspec *wisp_test_parse_q(const char *text, int *rc_out, char *err, 
     free(buf);
     return spec;
 }
+
+static int saved_stderr = -1;
+static char capture_path[64];
+
+void wisp_test_capture_stderr(void)
+{
+    (void)snprintf(capture_path, sizeof(capture_path), "/tmp/wisp-test-log-XXXXXX");
+    int fd = mkstemp(capture_path);
+    CHECK(fd >= 0);
+    saved_stderr = dup(STDERR_FILENO);
+    CHECK(dup2(fd, STDERR_FILENO) >= 0);
+    close(fd);
+}
+
+char *wisp_test_captured_stderr(void)
+{
+    CHECK(dup2(saved_stderr, STDERR_FILENO) >= 0);
+    close(saved_stderr);
+    char *text = wisp_test_read_file(capture_path);
+    CHECK_INT_EQ(unlink(capture_path), 0);
+    return text;
+}

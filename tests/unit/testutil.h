@@ -45,6 +45,12 @@ char *wisp_test_read_file(const char *path);
 void wisp_test_write_fn(const char *dir, const char *name, const char *topic, const char *extra,
                         const char *handler);
 
+/* Sends stderr to a temp file until wisp_test_captured_stderr, which
+ * restores it and returns what was written (malloc'd; NULL after a failed
+ * check). Not nestable. */
+void wisp_test_capture_stderr(void);
+char *wisp_test_captured_stderr(void);
+
 struct wisp_fnspec;
 /* Parses function.json text written with single quotes (turned into double
  * quotes first, to keep test tables readable) with origin
