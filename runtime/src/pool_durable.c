@@ -322,6 +322,7 @@ enum wisp_apply wisp_pool_apply(struct wisp_pool *p, struct fn *fn, struct pev *
         .bytes_out = ok ? res->pub_bytes : 0,
         .outcome = wisp_outcome_name(res->outcome),
         .cold = cold,
+        .mem_limit_kb = fn->spec->memory_kb,
     };
     if (meter.billed_ms == 0)
         meter.billed_ms = 1;

@@ -191,6 +191,7 @@ void st_counters_encode(const struct st_counters *c, unsigned char out[ST_COUNTE
     st_be64_put(out + 24, c->meter);
     st_be64_put(out + 32, c->dlq);
     st_be64_put(out + 40, c->outbox_bytes);
+    memcpy(out + 48, c->meter_hash, sizeof(c->meter_hash));
 }
 
 /* Fills the persisted fields of c (dropped is left alone). */
@@ -200,11 +201,12 @@ int st_counters_load(struct wisp_store *s, MDB_txn *txn, struct st_counters *c)
     int rc = mdb_get(txn, s->dbi[DB_META], &key, &val);
     if (rc == MDB_NOTFOUND) {
         c->version = c->inbox = c->outbox = c->meter = c->dlq = c->outbox_bytes = 0;
+        memset(c->meter_hash, 0, sizeof(c->meter_hash));
         return 0;
     }
     if (rc)
         return st_lm(rc);
-    if (val.mv_size != ST_COUNTERS_LEN)
+    if (val.mv_size != ST_COUNTERS_LEN && val.mv_size != ST_COUNTERS_LEN_V1)
         return MDB_CORRUPTED;
     const unsigned char *p = val.mv_data;
     c->version = st_be64_get(p);
@@ -213,13 +215,18 @@ int st_counters_load(struct wisp_store *s, MDB_txn *txn, struct st_counters *c)
     c->meter = st_be64_get(p + 24);
     c->dlq = st_be64_get(p + 32);
     c->outbox_bytes = st_be64_get(p + 40);
+    if (val.mv_size == ST_COUNTERS_LEN)
+        memcpy(c->meter_hash, p + 48, sizeof(c->meter_hash));
+    else
+        memset(c->meter_hash, 0, sizeof(c->meter_hash));
     return 0;
 }
 
 static bool counters_differ(const struct st_counters *a, const struct st_counters *b)
 {
     return a->version != b->version || a->inbox != b->inbox || a->outbox != b->outbox ||
-           a->meter != b->meter || a->dlq != b->dlq || a->outbox_bytes != b->outbox_bytes;
+           a->meter != b->meter || a->dlq != b->dlq || a->outbox_bytes != b->outbox_bytes ||
+           memcmp(a->meter_hash, b->meter_hash, sizeof(a->meter_hash)) != 0;
 }
 
 /* ---- transactions ---- */

@@ -56,6 +56,8 @@ struct wisp_store_config {
     uint64_t outbox_max_bytes; /* 0 = 64 MiB */
     enum wisp_outbox_full outbox_full;
     uint64_t meter_max_records; /* oldest trimmed past this; 0 = 1,000,000 */
+    bool meter_keep_unacked;    /* cloud sync: records are deleted only by
+                                   wisp_store_meter_ack, never trimmed */
 };
 
 /* Opens (creating dir/store if needed) and checks the store: a corrupt,
@@ -149,6 +151,7 @@ struct wisp_meter_rec {
     uint64_t bytes_in, bytes_out;
     const char *outcome; /* ok, error, timeout, memory, crash */
     bool cold;
+    uint64_t mem_limit_kb; /* the function's limits.memory_kb (GB-seconds) */
 };
 
 struct wisp_dlq_rec {
@@ -207,8 +210,17 @@ uint64_t wisp_store_outbox_dropped(const struct wisp_store *s);
 /* ---- metering ---- */
 
 size_t wisp_store_meter_count(struct wisp_store *s);
+/* The last metering sequence handed out (0: none yet), as committed. */
+uint64_t wisp_store_meter_last(struct wisp_store *s);
+/* Deletes the records with seq <= upto (in the batch): the control plane
+ * acknowledged them. *n (may be NULL) gets how many were deleted. */
+int wisp_store_meter_ack(struct wisp_store *s, uint64_t upto, size_t *n);
 /* Calls cb for each record with seq > after, oldest first, at most limit
- * (0 = all); the record as one JSON object. */
+ * (0 = all); the record as one JSON object, committed data only, with the
+ * fields of the fleet protocol's metering batches (cloud-sync/README.md):
+ * seq, fn, version, event_id, time, billed_ms, duration_us,
+ * mem_peak_bytes, mem_limit_kb, bytes_in, bytes_out, outcome, cold, prev,
+ * hash (records written before the chain existed have no prev/hash). */
 int wisp_store_meter_foreach(struct wisp_store *s, uint64_t after, size_t limit,
                              int (*cb)(void *ud, uint64_t seq, const char *json, size_t len),
                              void *ud);

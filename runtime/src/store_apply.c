@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "meter.h"
 #include "store_internal.h"
 #include "util.h"
 
@@ -218,12 +219,32 @@ static int write_outs(struct wisp_store *s, MDB_txn *txn, struct apply_arg *a)
     return 0;
 }
 
+/* Each record extends the chain (cloud-sync/common/meter.h), so a removed
+ * or edited record shows wherever the records end up. */
 static int write_meter(struct wisp_store *s, MDB_txn *txn, const struct wisp_commit *c)
 {
-    unsigned char key[8];
+    unsigned char key[8], hash[WISP_METER_HASH_LEN];
+    const struct wisp_meter_rec *m = c->meter;
     uint64_t seq = s->cur.meter + 1;
+    struct wisp_meter_fields f = {
+        .seq = seq,
+        .fn = m->fn ? m->fn : c->fn,
+        .version = m->version,
+        .event_id = m->event_id,
+        .time = m->time,
+        .outcome = m->outcome,
+        .billed_ms = m->billed_ms,
+        .duration_us = m->duration_us,
+        .mem_peak_bytes = m->mem_peak_bytes,
+        .mem_limit_kb = m->mem_limit_kb,
+        .bytes_in = m->bytes_in,
+        .bytes_out = m->bytes_out,
+        .cold = m->cold,
+    };
+    if (wisp_meter_chain(s->cur.meter_hash, &f, hash) != 0)
+        return -EIO;
     st_buf_reset(&s->scratch);
-    st_meter_encode(&s->scratch, c->meter, c->fn);
+    st_meter_encode(&s->scratch, m, c->fn, s->cur.meter_hash, hash);
     if (s->scratch.oom)
         return -ENOMEM;
     st_be64_put(key, seq);
@@ -231,6 +252,9 @@ static int write_meter(struct wisp_store *s, MDB_txn *txn, const struct wisp_com
     if (rc)
         return rc;
     s->cur.meter = seq;
+    memcpy(s->cur.meter_hash, hash, sizeof(hash));
+    if (s->meter_keep)
+        return 0; /* deleted by wisp_store_meter_ack only */
     MDB_stat st;
     rc = mdb_stat(txn, s->dbi[DB_METER], &st);
     if (rc)

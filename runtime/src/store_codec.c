@@ -6,10 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "meter.h"
 #include "store_internal.h"
 #include "util.h"
 
 #define REC_V1 1
+#define REC_V2 2 /* metering records with mem_limit_kb and the chain */
 
 void st_be64_put(unsigned char *b, uint64_t v)
 {
@@ -325,9 +327,10 @@ bool st_out_rec_bytes(const void *p, size_t n, uint64_t *bytes)
 
 /* ---- metering ---- */
 
-void st_meter_encode(struct st_buf *b, const struct wisp_meter_rec *m, const char *fn)
+void st_meter_encode(struct st_buf *b, const struct wisp_meter_rec *m, const char *fn,
+                     const unsigned char prev[32], const unsigned char hash[32])
 {
-    st_buf_u8(b, REC_V1);
+    st_buf_u8(b, REC_V2);
     st_buf_u8(b, m->cold ? 1 : 0);
     buf_var(b, m->billed_ms);
     buf_var(b, m->duration_us);
@@ -339,6 +342,9 @@ void st_meter_encode(struct st_buf *b, const struct wisp_meter_rec *m, const cha
     buf_vstr(b, m->event_id);
     buf_vstr(b, m->time);
     buf_vstr(b, m->outcome);
+    buf_var(b, m->mem_limit_kb);
+    st_buf_add(b, prev, 32);
+    st_buf_add(b, hash, 32);
 }
 
 /* A JSON string. Text that is not valid UTF-8 has its high bytes written
@@ -393,13 +399,24 @@ bool st_meter_json(struct st_buf *b, uint64_t seq, const void *p, size_t n)
     const char *strs[5];
     size_t lens[5];
     st_buf_reset(b);
-    if (st_rd_u8(&r) != REC_V1)
+    unsigned format = st_rd_u8(&r);
+    if (format != REC_V1 && format != REC_V2)
         return false;
     unsigned flags = st_rd_u8(&r);
     for (size_t i = 0; i < 5; i++)
         nums[i] = rd_var(&r);
     for (size_t i = 0; i < 5; i++)
         strs[i] = rd_vstr(&r, &lens[i]);
+    uint64_t mem_limit_kb = 0;
+    char prev[65], hash[65];
+    if (format == REC_V2) {
+        mem_limit_kb = rd_var(&r);
+        const unsigned char *ph = rd_take(&r, 32), *h = rd_take(&r, 32);
+        if (ph && h) {
+            wisp_meter_hex(ph, prev);
+            wisp_meter_hex(h, hash);
+        }
+    }
     if (r.bad)
         return false;
     char head[40];
@@ -417,7 +434,13 @@ bool st_meter_json(struct st_buf *b, uint64_t seq, const void *p, size_t n)
     json_num(b, "bytes_in", nums[3]);
     json_num(b, "bytes_out", nums[4]);
     json_field(b, "outcome", strs[4], lens[4]);
-    st_buf_cstr(b, (flags & 1) ? ",\"cold\":true}" : ",\"cold\":false}");
+    st_buf_cstr(b, (flags & 1) ? ",\"cold\":true" : ",\"cold\":false");
+    if (format == REC_V2) {
+        json_num(b, "mem_limit_kb", mem_limit_kb);
+        json_field(b, "prev", prev, 64);
+        json_field(b, "hash", hash, 64);
+    }
+    st_buf_u8(b, '}');
     st_buf_u8(b, 0); /* a NUL after the text, not counted */
     if (b->oom)
         return false;

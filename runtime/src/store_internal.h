@@ -34,9 +34,12 @@ struct st_counters {
     uint64_t version;                   /* last state version handed out */
     uint64_t inbox, outbox, meter, dlq; /* last sequence of each queue */
     uint64_t outbox_bytes;              /* topic + payload + msg id bytes in the outbox */
+    unsigned char meter_hash[32];       /* chain hash of the last metering record */
     uint64_t dropped;                   /* not persisted */
 };
-#define ST_COUNTERS_LEN 48
+/* Stores written before the metering chain have the first 48 bytes only. */
+#define ST_COUNTERS_LEN    80
+#define ST_COUNTERS_LEN_V1 48
 
 /* A growable byte buffer; `oom` sticks once an allocation failed. */
 struct st_buf {
@@ -67,6 +70,7 @@ struct wisp_store {
     uint64_t mapsize, map_max;
     size_t max_key, max_value;
     uint64_t max_fn, outbox_max, meter_max;
+    bool meter_keep; /* records wait for wisp_store_meter_ack */
     enum wisp_outbox_full outbox_full;
     size_t key_limit; /* LMDB's maximum key size, at most ST_KEY_MAX */
 
@@ -185,7 +189,9 @@ uint64_t st_out_msg_bytes(const struct wisp_out_msg *m);
 /* The bytes an encoded entry counts for; false when it is not one. */
 bool st_out_rec_bytes(const void *p, size_t n, uint64_t *bytes);
 /* Meter record: [ver][flags] 5 varints, 5 varint-length strings. */
-void st_meter_encode(struct st_buf *b, const struct wisp_meter_rec *m, const char *fn);
+/* A metering record with its chain fields (seq, prev, hash). */
+void st_meter_encode(struct st_buf *b, const struct wisp_meter_rec *m, const char *fn,
+                     const unsigned char prev[32], const unsigned char hash[32]);
 /* The record as one JSON object (replacing b's contents). */
 bool st_meter_json(struct st_buf *b, uint64_t seq, const void *p, size_t n);
 /* A key for messages: printable, \xNN otherwise, cut with "..." */

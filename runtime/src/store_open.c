@@ -82,6 +82,7 @@ static void apply_settings(struct wisp_store *s, const struct wisp_store_config 
     s->outbox_max = cfg->outbox_max_bytes ? cfg->outbox_max_bytes : DEFAULT_OUTBOX;
     s->outbox_full = cfg->outbox_full;
     s->meter_max = cfg->meter_max_records ? cfg->meter_max_records : DEFAULT_METER_RECS;
+    s->meter_keep = cfg->meter_keep_unacked;
 }
 
 /* The last sequence used in a queue, 0 when it is empty. */

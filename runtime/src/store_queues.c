@@ -180,6 +180,61 @@ size_t wisp_store_meter_count(struct wisp_store *s)
     return st_count_entries(s, DB_METER);
 }
 
+uint64_t wisp_store_meter_last(struct wisp_store *s)
+{
+    if (!s)
+        return 0;
+    MDB_txn *txn = NULL;
+    struct st_counters c = {0};
+    if (st_view_begin(s, true, &txn))
+        return s->com.meter;
+    int rc = st_counters_load(s, txn, &c);
+    st_view_end(s, txn);
+    return rc ? s->com.meter : c.meter;
+}
+
+struct meter_ack_arg {
+    uint64_t upto;
+    size_t n;
+};
+
+static int op_meter_ack(struct wisp_store *s, MDB_txn *txn, void *arg)
+{
+    struct meter_ack_arg *a = arg;
+    a->n = 0;
+    for (;;) {
+        MDB_val k, v;
+        int rc = st_first_ge(txn, s->dbi[DB_METER], NULL, 0, &k, &v);
+        if (rc == MDB_NOTFOUND)
+            return 0;
+        if (rc)
+            return rc;
+        if (k.mv_size != 8)
+            return MDB_CORRUPTED;
+        unsigned char key[8];
+        memcpy(key, k.mv_data, 8);
+        if (st_be64_get(key) > a->upto)
+            return 0;
+        rc = st_del(s, txn, DB_METER, key, 8);
+        if (rc)
+            return rc;
+        a->n++;
+    }
+}
+
+int wisp_store_meter_ack(struct wisp_store *s, uint64_t upto, size_t *n)
+{
+    if (n)
+        *n = 0;
+    if (!s)
+        return -EINVAL;
+    struct meter_ack_arg a = {upto, 0};
+    int rc = st_run_op(s, op_meter_ack, &a, NULL, 0);
+    if (!rc && n)
+        *n = a.n;
+    return rc;
+}
+
 int wisp_store_meter_foreach(struct wisp_store *s, uint64_t after, size_t limit,
                              int (*cb)(void *ud, uint64_t seq, const char *json, size_t len),
                              void *ud)

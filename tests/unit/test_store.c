@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "meter.h"
 #include "store.h"
 #include "testutil.h"
 
@@ -1090,7 +1091,7 @@ static void test_meter(void)
         CHECK_INT_EQ(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "bytes_out")), 20);
         CHECK_STR_EQ(cJSON_GetStringValue(cJSON_GetObjectItem(j, "outcome")), "timeout");
         CHECK(cJSON_IsTrue(cJSON_GetObjectItem(j, "cold")));
-        CHECK_INT_EQ(cJSON_GetArraySize(j), 12);
+        CHECK_INT_EQ(cJSON_GetArraySize(j), 15); /* + mem_limit_kb, prev, hash */
     }
     cJSON_Delete(ms.last);
     /* after and limit. */
@@ -1105,6 +1106,124 @@ static void test_meter(void)
     CHECK_INT_EQ(calls, 1);
     CHECK_INT_EQ(wisp_store_meter_foreach(s, 0, 1, stop_meter, &calls), 42);
     CHECK_INT_EQ(calls, 2);
+    wisp_store_close(s);
+out:
+    teardown();
+}
+
+static void put_meter(struct wisp_store *s, int i)
+{
+    char id[16];
+    (void)snprintf(id, sizeof(id), "ev-%d", i);
+    struct wisp_meter_rec m = {.version = "1",
+                               .event_id = id,
+                               .time = "2026-11-27T09:00:00.000Z",
+                               .billed_ms = (uint64_t)i,
+                               .duration_us = 900,
+                               .mem_limit_kb = 16384,
+                               .outcome = "ok"};
+    struct wisp_commit c = {.fn = "fa", .meter = &m};
+    CHECK_INT_EQ(wisp_store_apply(s, &c, NULL, err, sizeof(err)), 0);
+}
+
+/* Recomputes a record's hash from its JSON fields, as the control plane does. */
+static bool chain_ok(const cJSON *j, unsigned char prev[WISP_METER_HASH_LEN])
+{
+    unsigned char claimed_prev[WISP_METER_HASH_LEN], claimed[WISP_METER_HASH_LEN];
+    unsigned char want[WISP_METER_HASH_LEN];
+    struct wisp_meter_fields f = {
+        .seq = (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "seq")),
+        .fn = cJSON_GetStringValue(cJSON_GetObjectItem(j, "fn")),
+        .version = cJSON_GetStringValue(cJSON_GetObjectItem(j, "version")),
+        .event_id = cJSON_GetStringValue(cJSON_GetObjectItem(j, "event_id")),
+        .time = cJSON_GetStringValue(cJSON_GetObjectItem(j, "time")),
+        .outcome = cJSON_GetStringValue(cJSON_GetObjectItem(j, "outcome")),
+        .billed_ms = (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "billed_ms")),
+        .duration_us = (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "duration_us")),
+        .mem_peak_bytes = (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "mem_peak_bytes")),
+        .mem_limit_kb = (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "mem_limit_kb")),
+        .bytes_in = (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "bytes_in")),
+        .bytes_out = (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j, "bytes_out")),
+        .cold = cJSON_IsTrue(cJSON_GetObjectItem(j, "cold")),
+    };
+    if (!wisp_meter_unhex(cJSON_GetStringValue(cJSON_GetObjectItem(j, "prev")), claimed_prev) ||
+        !wisp_meter_unhex(cJSON_GetStringValue(cJSON_GetObjectItem(j, "hash")), claimed) ||
+        memcmp(claimed_prev, prev, WISP_METER_HASH_LEN) != 0 ||
+        wisp_meter_chain(prev, &f, want) != 0 || memcmp(want, claimed, WISP_METER_HASH_LEN) != 0)
+        return false;
+    memcpy(prev, claimed, WISP_METER_HASH_LEN);
+    return true;
+}
+
+struct chain_walk {
+    unsigned char head[WISP_METER_HASH_LEN];
+    int n, broken;
+    uint64_t first;
+};
+
+static int walk_chain(void *ud, uint64_t seq, const char *json, size_t len)
+{
+    struct chain_walk *w = ud;
+    cJSON *j = cJSON_ParseWithLength(json, len);
+    if (!w->n)
+        w->first = seq;
+    w->n++;
+    if (!j || !chain_ok(j, w->head))
+        w->broken++;
+    cJSON_Delete(j);
+    return 0;
+}
+
+/* Cloud sync: records are chained, kept past meter_max_records until
+ * acknowledged, and the chain continues across acks and reopening. */
+static void test_meter_chain(void)
+{
+    if (!setup("store"))
+        return;
+    struct wisp_store_config cfg = base_cfg();
+    cfg.meter_max_records = 3;
+    cfg.meter_keep_unacked = true;
+    struct wisp_store *s = open_cfg(&cfg);
+    if (!s)
+        goto out;
+    for (int i = 1; i <= 5; i++)
+        put_meter(s, i);
+    CHECK_INT_EQ(wisp_store_meter_last(s), 0); /* not committed yet */
+    CHECK_INT_EQ(wisp_store_commit(s), 0);
+    CHECK_INT_EQ(wisp_store_meter_count(s), 5); /* not trimmed to 3 */
+    CHECK_INT_EQ(wisp_store_meter_last(s), 5);
+    struct chain_walk w = {0};
+    CHECK_INT_EQ(wisp_store_meter_foreach(s, 0, 0, walk_chain, &w), 0);
+    CHECK_INT_EQ(w.n, 5);
+    CHECK_INT_EQ(w.broken, 0); /* the first prev is all zeros */
+    size_t n = 0;
+    CHECK_INT_EQ(wisp_store_meter_ack(s, 3, &n), 0);
+    CHECK_INT_EQ(n, 3);
+    CHECK_INT_EQ(wisp_store_commit(s), 0);
+    CHECK_INT_EQ(wisp_store_meter_count(s), 2);
+    CHECK_INT_EQ(wisp_store_meter_ack(s, 99, &n), 0);
+    CHECK_INT_EQ(n, 2);
+    CHECK_INT_EQ(wisp_store_commit(s), 0);
+    CHECK_INT_EQ(wisp_store_meter_count(s), 0);
+    wisp_store_close(s);
+    /* Reopened with everything acknowledged: seq 6 chains onto seq 5. */
+    s = open_cfg(&cfg);
+    if (!s)
+        goto out;
+    put_meter(s, 6);
+    CHECK_INT_EQ(wisp_store_commit(s), 0);
+    struct chain_walk w2 = {0};
+    memcpy(w2.head, w.head, sizeof(w.head)); /* seq 5's hash */
+    CHECK_INT_EQ(wisp_store_meter_foreach(s, 0, 0, walk_chain, &w2), 0);
+    CHECK_INT_EQ(w2.n, 1);
+    CHECK_INT_EQ(w2.first, 6);
+    CHECK_INT_EQ(w2.broken, 0);
+    /* An edited record no longer verifies. */
+    struct chain_walk w3 = {0};
+    memcpy(w3.head, w.head, sizeof(w.head));
+    w3.head[0] ^= 1;
+    CHECK_INT_EQ(wisp_store_meter_foreach(s, 0, 0, walk_chain, &w3), 0);
+    CHECK_INT_EQ(w3.broken, 1);
     wisp_store_close(s);
 out:
     teardown();
@@ -1377,6 +1496,7 @@ int main(int argc, char **argv)
         {"dedupe", test_dedupe},
         {"dlq", test_dlq},
         {"meter", test_meter},
+        {"meter_chain", test_meter_chain},
         {"map_growth_deletes", test_map_growth_deletes},
         {"backup", test_backup},
         {"walks", test_walks},
