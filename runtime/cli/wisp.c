@@ -49,6 +49,14 @@ static void usage(FILE *out)
                        "        check a bundle's signature and contents, print its manifest\n"
                        "  unpack FILE --trust DIR -o OUT_DIR [--dev-unsigned]\n"
                        "        verify a bundle and write its files into a new folder\n"
+                       "  deploy DIR|BUNDLE --to SELECTOR [--canary PCT%%] [--key KEY] [--wait]\n"
+                       "        sign and upload a function, roll it out to the matching devices\n"
+                       "  rollout status [ID] | halt ID | rollback ID\n"
+                       "        follow, stop or undo a rollout\n"
+                       "  devices [--label k=v]\n"
+                       "        the fleet: devices, labels, what each one runs\n"
+                       "  meter [--by function|device] [--period hour|day] [--since T] [--csv]\n"
+                       "        usage counted from the devices' metering records\n"
                        "  version\n"
                        "\n"
                        "Run `wisp <command> --help` for a command's options.\n");
@@ -480,6 +488,14 @@ int main(int argc, char **argv)
         return wisp_cmd_verify(argc - 2, argv + 2);
     if (strcmp(cmd, "unpack") == 0)
         return wisp_cmd_unpack(argc - 2, argv + 2);
+    if (strcmp(cmd, "deploy") == 0)
+        return wisp_cmd_deploy(argc - 2, argv + 2);
+    if (strcmp(cmd, "rollout") == 0)
+        return wisp_cmd_rollout(argc - 2, argv + 2);
+    if (strcmp(cmd, "devices") == 0)
+        return wisp_cmd_devices(argc - 2, argv + 2);
+    if (strcmp(cmd, "meter") == 0)
+        return wisp_cmd_meter(argc - 2, argv + 2);
     (void)fprintf(stderr, "wisp: unknown command \"%s\"\n\n", cmd);
     usage(stderr);
     return 2;

@@ -13,5 +13,9 @@ int wisp_cmd_bundle(int argc, char **argv);
 int wisp_cmd_sign(int argc, char **argv);
 int wisp_cmd_verify(int argc, char **argv);
 int wisp_cmd_unpack(int argc, char **argv);
+int wisp_cmd_deploy(int argc, char **argv);
+int wisp_cmd_rollout(int argc, char **argv);
+int wisp_cmd_devices(int argc, char **argv);
+int wisp_cmd_meter(int argc, char **argv);
 
 #endif
