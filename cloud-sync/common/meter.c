@@ -66,7 +66,7 @@ void wisp_meter_hex(const unsigned char h[WISP_METER_HASH_LEN],
         out[2 * i] = digits[h[i] >> 4];
         out[2 * i + 1] = digits[h[i] & 15u];
     }
-    out[2 * WISP_METER_HASH_LEN] = '\0';
+    out[(size_t)2 * WISP_METER_HASH_LEN] = '\0';
 }
 
 static int nibble(char ch)
@@ -82,7 +82,7 @@ static int nibble(char ch)
 
 bool wisp_meter_unhex(const char *s, unsigned char out[WISP_METER_HASH_LEN])
 {
-    if (!s || strlen(s) != 2 * WISP_METER_HASH_LEN)
+    if (!s || strlen(s) != (size_t)2 * WISP_METER_HASH_LEN)
         return false;
     for (size_t i = 0; i < WISP_METER_HASH_LEN; i++) {
         int hi = nibble(s[2 * i]), lo = nibble(s[2 * i + 1]);
