@@ -13,6 +13,7 @@ packages=(
   mosquitto mosquitto-clients openssl       # a real broker for tests and the quickstart
   clang libclang-rt-14-dev                  # the libFuzzer target (runtime is only recommended)
   dpkg-dev file adduser systemd             # the .deb (cpack + dpkg-shlibdeps) and its unit test
+  curl jq                                   # the control plane tests talk to its HTTP API
 )
 if [ "${WISP_WITH_NODE:-0}" = 1 ]; then
   packages+=(nodejs npm)
