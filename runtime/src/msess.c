@@ -135,6 +135,11 @@ struct wisp_msess {
     int version, keepalive_s, reconnect_min_ms, reconnect_max_ms;
     uint32_t session_expiry_s, max_packet;
     uint16_t receive_max;
+    uint8_t will_qos;
+    bool will_retain;
+    char *will_topic; /* NULL: no Last Will */
+    uint8_t *will_payload;
+    size_t will_len;
 
     struct sub *subs;
     size_t nsubs;
@@ -598,6 +603,82 @@ static void close_conn(struct wisp_msess *s, uint64_t now)
 
 /* ---- connecting ---- */
 
+static size_t put_varint_at(uint8_t *p, uint32_t v)
+{
+    size_t n = 0;
+    do {
+        uint8_t b = (uint8_t)(v & 0x7F);
+        v >>= 7;
+        p[n++] = (uint8_t)(b | (v ? 0x80 : 0));
+    } while (v);
+    return n;
+}
+
+static size_t put_bin_at(uint8_t *p, const void *data, size_t len)
+{
+    p[0] = (uint8_t)(len >> 8);
+    p[1] = (uint8_t)len;
+    if (len)
+        memcpy(p + 2, data, len);
+    return 2 + len;
+}
+
+/* CONNECT with the Last Will: the codec writes CONNECT without will and
+ * credentials, and the will (v5: with empty Will Properties), the user
+ * name and the password are appended here, in the order MQTT requires. */
+static size_t encode_connect_will(const struct wisp_msess *s, const struct mqtt_connect *c,
+                                  uint8_t *out, size_t cap)
+{
+    struct mqtt_connect base = *c;
+    base.username = base.password = NULL;
+    base.username_len = base.password_len = 0;
+    size_t n0 = mqtt_encode_connect(NULL, 0, &base);
+    size_t tlen = strlen(s->will_topic);
+    if (!n0 || tlen > MQTT_MAX_STRING || s->will_len > MQTT_MAX_STRING)
+        return 0;
+    uint8_t *b0 = malloc(n0);
+    if (!b0)
+        return 0;
+    (void)mqtt_encode_connect(b0, n0, &base);
+    /* The fixed header: the type byte and 1..4 bytes of remaining length. */
+    size_t hdr = 2;
+    while (hdr < 5 && hdr < n0 && (b0[hdr - 1] & 0x80))
+        hdr++;
+    if (n0 < hdr + 8) {
+        free(b0);
+        return 0;
+    }
+    size_t body = n0 - hdr;
+    size_t extra = (c->version == 5 ? 1 : 0) + 2 + tlen + 2 + s->will_len +
+                   (c->username ? 2 + c->username_len : 0) +
+                   (c->password ? 2 + c->password_len : 0);
+    size_t rem = body + extra;
+    size_t vs = rem <= MQTT_MAX_REMAINING ? mqtt_varint_size((uint32_t)rem) : 0;
+    size_t total = vs ? 1 + vs + rem : 0;
+    if (!total || !out || cap < total) {
+        free(b0);
+        return !out ? total : 0;
+    }
+    uint8_t *p = out;
+    *p++ = (uint8_t)(MQTT_CONNECT << 4);
+    p += put_varint_at(p, (uint32_t)rem);
+    memcpy(p, b0 + hdr, body);
+    /* Connect flags follow the protocol name (2 + 4) and level (1). */
+    p[7] |= (uint8_t)(0x04 | (s->will_qos << 3) | (s->will_retain ? 0x20 : 0) |
+                      (c->username ? 0x80 : 0) | (c->password ? 0x40 : 0));
+    p += body;
+    free(b0);
+    if (c->version == 5)
+        *p++ = 0; /* no Will Properties */
+    p += put_bin_at(p, s->will_topic, tlen);
+    p += put_bin_at(p, s->will_payload, s->will_len);
+    if (c->username)
+        p += put_bin_at(p, c->username, c->username_len);
+    if (c->password)
+        p += put_bin_at(p, c->password, c->password_len);
+    return (size_t)(p - out);
+}
+
 static void send_connect(struct wisp_msess *s, uint64_t now)
 {
     struct mqtt_connect c = {
@@ -614,13 +695,17 @@ static void send_connect(struct wisp_msess *s, uint64_t now)
         .receive_max = s->receive_max,
         .max_packet = s->max_packet,
     };
-    size_t n = mqtt_encode_connect(NULL, 0, &c);
+    size_t n =
+        s->will_topic ? encode_connect_will(s, &c, NULL, 0) : mqtt_encode_connect(NULL, 0, &c);
     uint8_t *p = n ? out_reserve(s, n) : NULL;
     if (!n)
         fail(s, 0, false, "CONNECT cannot be encoded");
     if (!p)
         return;
-    (void)mqtt_encode_connect(p, n, &c);
+    if (s->will_topic)
+        (void)encode_connect_will(s, &c, p, n);
+    else
+        (void)mqtt_encode_connect(p, n, &c);
     out_commit(s, n, now);
 }
 
@@ -1315,6 +1400,27 @@ static int copy_str(char **dst, const char *src, const char *what, char *err, si
     return *dst ? 0 : wisp_errf(err, errlen, -ENOMEM, "out of memory");
 }
 
+static int copy_will(struct wisp_msess *s, const struct wisp_msess_config *c, char *err,
+                     size_t errlen)
+{
+    size_t tlen = strlen(c->will_topic);
+    if (tlen == 0 || tlen > MQTT_MAX_STRING || c->will_len > MQTT_MAX_STRING || c->will_qos < 0 ||
+        c->will_qos > 2 || !wisp_utf8_valid(c->will_topic, tlen) || strpbrk(c->will_topic, "+#"))
+        return wisp_errf(err, errlen, -EINVAL,
+                         "will: topic \"%s\" (%zu-byte payload, qos %d) cannot be sent",
+                         c->will_topic, c->will_len, c->will_qos);
+    s->will_topic = wisp_strndup(c->will_topic, tlen);
+    s->will_payload = malloc(c->will_len ? c->will_len : 1);
+    if (!s->will_topic || !s->will_payload)
+        return wisp_errf(err, errlen, -ENOMEM, "out of memory");
+    if (c->will_len)
+        memcpy(s->will_payload, c->will_payload, c->will_len);
+    s->will_len = c->will_len;
+    s->will_qos = (uint8_t)c->will_qos;
+    s->will_retain = c->will_retain;
+    return 0;
+}
+
 static int load_config(struct wisp_msess *s, const struct wisp_msess_config *c, char *err,
                        size_t errlen)
 {
@@ -1349,6 +1455,8 @@ static int load_config(struct wisp_msess *s, const struct wisp_msess_config *c, 
         rc = copy_str(&s->password, c->password, "password", err, errlen);
     if (!rc)
         rc = parse_uri(s, c->uri, err, errlen);
+    if (!rc && c->will_topic)
+        rc = copy_will(s, c, err, errlen);
     return rc;
 }
 
@@ -1415,6 +1523,8 @@ void wisp_msess_destroy(struct wisp_msess *s)
     free(s->port);
     free(s->client_id);
     free(s->username);
+    free(s->will_topic);
+    free(s->will_payload);
     if (s->password)
         explicit_bzero(s->password, strlen(s->password));
     free(s->password);

@@ -40,6 +40,13 @@ struct wisp_msess_config {
     uint32_t max_packet;       /* largest packet accepted (v5: announced); 0 = 1 MiB + 64 KiB */
     int reconnect_min_ms;      /* 0 = 250 */
     int reconnect_max_ms;      /* 0 = 30000 */
+    /* Last Will (NULL topic: none): published by the broker when the
+     * connection ends without DISCONNECT. */
+    const char *will_topic;
+    const void *will_payload;
+    size_t will_len;
+    int will_qos; /* 0..2 */
+    bool will_retain;
 };
 
 struct wisp_msess_sub {
