@@ -95,6 +95,33 @@ static const struct opt opts[] = {
     {"store.inbox_max", NULL, OPT_INT, OFF(inbox_max), "10000", 1, 10000000,
      "durable events in memory before the durable session stops reading (the broker holds "
      "the rest)"},
+    {"cloud.enabled", "cloud", OPT_BOOL, OFF(cloud_enabled), "false", 0, 0,
+     "fleet sync with the control plane over the broker (wisp/v1/...): desired functions, "
+     "signed bundles, reported state, metering; needs mqtt.client wisp and a tcp:// broker"},
+    {"cloud.trust", "cloud-trust", OPT_STR, OFF(cloud_trust), "/etc/wisp/trust", 0, 0,
+     "folder of trusted publisher keys (*.pem, P-256) that bundles must be signed with"},
+    {"cloud.dev_unsigned", NULL, OPT_BOOL, OFF(cloud_dev_unsigned), "false", 0, 0,
+     "development only: accept unsigned bundles (a signed one must still verify); logs a "
+     "WARNING at start and for every such bundle"},
+    {"cloud.labels", "cloud-labels", OPT_STR, OFF(cloud_labels), NULL, 0, 0,
+     "the device's labels, \"k=v,k2=v2\" (default: from cloud.identity)"},
+    {"cloud.token", "cloud-token", OPT_STR, OFF(cloud_token), NULL, 0, 0,
+     "fleet token sent in hello (default: from cloud.identity)"},
+    {"cloud.identity", "cloud-identity", OPT_STR, OFF(cloud_identity), NULL, 0, 0,
+     "device.json written by provisioning ({\"device_id\", \"labels\", \"fleet_token\"}): "
+     "labels and token unless given above; a missing file is an error"},
+    {"cloud.meter_batch", NULL, OPT_INT, OFF(cloud_meter_batch), "500", 1, 5000,
+     "metering records per batch sent to the control plane"},
+    {"cloud.meter_interval_ms", NULL, OPT_INT, OFF(cloud_meter_interval_ms), "1000", 10, 3600000,
+     "how often a batch that is not full is sent (a full one goes at once)"},
+    {"cloud.health_min_invocations", NULL, OPT_INT, OFF(cloud_health_min_invocations), "10", 1,
+     1000000,
+     "health check of a new managed version: invocations watched (unless the desired state "
+     "says otherwise)"},
+    {"cloud.health_max_error_pct", NULL, OPT_INT, OFF(cloud_health_max_error_pct), "50", 0, 100,
+     "health check: failures beyond this percentage of min_invocations roll the version back"},
+    {"cloud.max_bundle_kb", NULL, OPT_INT, OFF(cloud_max_bundle_kb), "8192", 16, 204800,
+     "largest function bundle accepted from the control plane"},
 };
 
 static const struct opt *find_key(const char *key)
@@ -118,6 +145,12 @@ static const struct opt *find_flag(const char *flag)
 bool wisp_config_is_flag(const char *flag)
 {
     return find_flag(flag) != NULL;
+}
+
+bool wisp_config_flag_is_bool(const char *flag)
+{
+    const struct opt *o = find_flag(flag);
+    return o && o->type == OPT_BOOL;
 }
 
 static int apply(struct wisp_config *c, const struct opt *o, const char *value, const char *where,
@@ -280,6 +313,48 @@ int wisp_config_load_file(struct wisp_config *c, const char *path, char *err, si
     return rc;
 }
 
+/* "k=v,k2=v2": non-empty keys, no '=' in values. */
+static int check_labels(const char *labels, char *err, size_t errlen)
+{
+    const char *p = labels;
+    while (*p) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', n);
+        if (!eq || eq == p || memchr(eq + 1, '=', n - (size_t)(eq + 1 - p)))
+            return wisp_errf(err, errlen, -EINVAL,
+                             "cloud.labels: must be k=v pairs separated by commas, got \"%s\"",
+                             labels);
+        p += n + (end ? 1 : 0);
+    }
+    return 0;
+}
+
+static int check_cloud(const struct wisp_config *c, char *err, size_t errlen)
+{
+    if (c->cloud_labels && check_labels(c->cloud_labels, err, errlen) != 0)
+        return -EINVAL;
+    if (!c->cloud_enabled)
+        return 0;
+    size_t dn = strlen(c->device);
+    bool ok = dn >= 1 && dn <= 64;
+    for (size_t i = 0; ok && i < dn; i++)
+        ok = strchr("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-",
+                    c->device[i]) != NULL;
+    if (!ok)
+        return wisp_errf(err, errlen, -EINVAL,
+                         "device: with cloud.enabled it must be 1 to 64 of A-Z a-z 0-9 . _ -, "
+                         "got \"%s\"",
+                         c->device);
+    bool tcp = strncmp(c->broker, "tcp://", 6) == 0 || strncmp(c->broker, "mqtt://", 7) == 0;
+    if (strcmp(c->mqtt_client, "wisp") != 0 || !tcp)
+        return wisp_errf(err, errlen, -EINVAL,
+                         "cloud.enabled: cloud sync needs mqtt.client wisp and a tcp:// broker "
+                         "for now (mqtt.client is %s, broker %s)",
+                         c->mqtt_client, c->broker);
+    return 0;
+}
+
 int wisp_config_finish(struct wisp_config *c, char *err, size_t errlen)
 {
     if (c->mqtt_version != 3 && c->mqtt_version != 5)
@@ -321,7 +396,7 @@ int wisp_config_finish(struct wisp_config *c, char *err, size_t errlen)
         return wisp_errf(err, errlen, -EINVAL,
                          "store.outbox_full: must be refuse or drop_oldest, got \"%s\"",
                          c->outbox_full);
-    return 0;
+    return check_cloud(c, err, errlen);
 }
 
 void wisp_config_print_help(FILE *out)

@@ -53,6 +53,18 @@ struct wisp_config {
     /* ports */
     char *sysfs_root; /* where the linux sensor ports read sysfs */
     char *dev_root;   /* where the linux GPIO port finds gpiochipN */
+    /* cloud sync (cloud-sync/agent) */
+    bool cloud_enabled;
+    char *cloud_trust; /* trusted publisher keys (*.pem) */
+    bool cloud_dev_unsigned;
+    char *cloud_labels;   /* "k=v,k2=v2" */
+    char *cloud_token;    /* fleet token sent in hello */
+    char *cloud_identity; /* device.json written by provisioning */
+    int cloud_meter_batch;
+    int cloud_meter_interval_ms;
+    int cloud_health_min_invocations;
+    int cloud_health_max_error_pct;
+    int cloud_max_bundle_kb;
     /* The "sensors" and "gpio" sections, kept as JSON (NULL when absent)
      * and checked when the devices are opened (devices.c); origin is the
      * config file they came from, for messages. */
@@ -77,6 +89,9 @@ int wisp_config_set(struct wisp_config *c, const char *key, const char *value, c
 
 /* True when `flag` (without dashes) names a setting that takes a value. */
 bool wisp_config_is_flag(const char *flag);
+/* True when `flag` names a true/false setting: given alone ("--cloud") it
+ * means true. */
+bool wisp_config_flag_is_bool(const char *flag);
 
 /* Checks cross-field rules and fills derived defaults (client_id). */
 int wisp_config_finish(struct wisp_config *c, char *err, size_t errlen);

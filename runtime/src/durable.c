@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent.h"
 #include "log.h"
 #include "loop.h"
 #include "mqtt.h"
@@ -32,6 +33,7 @@ struct wisp_durable {
     struct wisp_pool *pool;
     struct wisp_mqtt *mqtt;
     struct wisp_msess *sess;
+    struct wisp_agent *agent; /* cloud sync: wisp/v1/... messages go there; NULL */
     char *sess_client_id;
     bool intake_stopped, paused;
     bool all;      /* the session carries every subscription and publish (mqtt.client wisp) */
@@ -72,6 +74,8 @@ int wisp_durable_create(struct wisp_loop *loop, const struct wisp_config *cfg,
         .outbox_max_bytes = (uint64_t)cfg->outbox_max_mb << 20,
         .outbox_full = strcmp(cfg->outbox_full, "drop_oldest") == 0 ? WISP_OUTBOX_DROP_OLDEST
                                                                     : WISP_OUTBOX_REFUSE,
+        /* Cloud sync: records leave only when the control plane has them. */
+        .meter_keep_unacked = cfg->cloud_enabled,
     };
     int rc = wisp_store_open(&sc, &d->store, err, errlen);
     if (rc != 0) {
@@ -93,6 +97,20 @@ int wisp_durable_publish(struct wisp_durable *d, const char *topic, const void *
     if (!d->sess)
         return -ENOTCONN;
     return wisp_msess_publish(d->sess, topic, payload, len, qos, retain != 0, NULL, 0);
+}
+
+void wisp_durable_set_agent(struct wisp_durable *d, struct wisp_agent *agent)
+{
+    d->agent = agent;
+}
+
+int wisp_durable_publish_agent(struct wisp_durable *d, const char *topic, const void *payload,
+                               size_t len, int qos, bool retain, uint64_t token)
+{
+    if (!d->sess)
+        return -ENOTCONN;
+    return wisp_msess_publish(d->sess, topic, payload, len, qos, retain, NULL,
+                              token | WISP_AGENT_TOKEN_BIT);
 }
 
 struct wisp_store *wisp_durable_store(struct wisp_durable *d)
@@ -132,6 +150,14 @@ static void on_message(void *ud, uint16_t pid, int qos, bool dup, bool retain, c
     struct wisp_durable *d = ud;
     if (d->intake_stopped)
         return; /* not acknowledged: the broker keeps it */
+    /* Fleet sync first: bundles are larger than events.max_payload_kb, and
+     * the agent's topics are not events. Desired states and bundles are
+     * retained and meter batches are resent, so no commit is waited for. */
+    if (d->agent && wisp_agent_on_message(d->agent, topic, topic_len, payload, len)) {
+        if (qos > 0)
+            (void)wisp_msess_ack(d->sess, pid, qos);
+        return;
+    }
     char *t = wisp_strndup(topic, topic_len);
     if (!t)
         return;
@@ -187,6 +213,8 @@ static void on_sess_connected(void *ud, bool session_present)
 {
     struct wisp_durable *d = ud;
     log_info("durable session up (%s session)", session_present ? "resumed" : "new");
+    if (d->agent)
+        wisp_agent_on_connected(d->agent);
     send_outbox(d);
 }
 
@@ -201,7 +229,23 @@ static void on_sess_lost(void *ud, const char *why)
     /* Acks for that connection are void: the broker redelivers, and the
      * dedupe table recognises what was already stored. */
     d->n_acks = 0;
+    if (d->agent)
+        wisp_agent_on_lost(d->agent);
     log_info("durable session lost: %s", why);
+}
+
+/* Larger than events.max_payload_kb, so that an oversized message arrives
+ * to be reported and dropped rather than withheld; with cloud sync, large
+ * enough for a bundle of cloud.max_bundle_kb with its signature. */
+static uint32_t max_packet(const struct wisp_config *c)
+{
+    uint64_t m = (uint64_t)c->max_payload_kb * 4096u + 65536u;
+    if (c->cloud_enabled) {
+        uint64_t b = (uint64_t)c->cloud_max_bundle_kb * 1024u + 16384u;
+        if (b > m)
+            m = b;
+    }
+    return m < 268435455u ? (uint32_t)m : 268435455u;
 }
 
 void wisp_durable_set_subscriptions(struct wisp_durable *d, const char *const *filters,
@@ -213,6 +257,9 @@ void wisp_durable_set_subscriptions(struct wisp_durable *d, const char *const *f
         return;
     if (!d->sess) {
         const struct wisp_config *c = d->cfg;
+        const char *will_topic = NULL, *will_payload = NULL;
+        if (d->agent)
+            wisp_agent_will(d->agent, &will_topic, &will_payload);
         size_t idlen = strlen(c->client_id) + 9;
         d->sess_client_id = malloc(idlen);
         if (!d->sess_client_id)
@@ -230,9 +277,13 @@ void wisp_durable_set_subscriptions(struct wisp_durable *d, const char *const *f
             .reconnect_max_ms = c->reconnect_max_ms,
             /* Larger than events.max_payload_kb, so that an oversized message
              * arrives to be reported and dropped rather than withheld. */
-            .max_packet = (uint32_t)(c->max_payload_kb <= 65536 ? c->max_payload_kb * 4096u + 65536u
-                                                                : 268435455u),
+            .max_packet = max_packet(c),
             .session_expiry_s = (uint32_t)c->durable_expiry_s, /* 0: never */
+            .will_topic = will_topic,
+            .will_payload = will_payload,
+            .will_len = will_payload ? strlen(will_payload) : 0,
+            .will_qos = 1,
+            .will_retain = true,
         };
         struct wisp_msess_hooks h = {
             .on_message = on_message,
@@ -317,6 +368,11 @@ void wisp_durable_on_delivered(struct wisp_durable *d, uint64_t token, bool ok)
 {
     if (token == 0)
         return; /* a message published directly (wisp_durable_publish) */
+    if (token & WISP_AGENT_TOKEN_BIT) {
+        if (d->agent)
+            wisp_agent_on_published(d->agent, token, ok);
+        return;
+    }
     if (d->inflight > 0)
         d->inflight--;
     if (ok) {

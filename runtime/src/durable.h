@@ -40,6 +40,14 @@ void wisp_durable_take_all_mqtt(struct wisp_durable *d);
  * and forgotten; -ENOTCONN while disconnected. */
 int wisp_durable_publish(struct wisp_durable *d, const char *topic, const void *payload, size_t len,
                          int qos, int retain);
+/* Cloud sync (before the session starts): the agent's topics go to it,
+ * its Last Will is set on the session, connects are told to it. */
+struct wisp_agent;
+void wisp_durable_set_agent(struct wisp_durable *d, struct wisp_agent *agent);
+/* A publish of the agent: token (WISP_AGENT_TOKEN_BIT is added) comes
+ * back to wisp_agent_on_published, never mixed with outbox sequences. */
+int wisp_durable_publish_agent(struct wisp_durable *d, const char *topic, const void *payload,
+                               size_t len, int qos, bool retain, uint64_t token);
 /* Once the pool and the Paho client exist: queues the events the inbox
  * holds. */
 int wisp_durable_attach(struct wisp_durable *d, struct wisp_pool *pool, struct wisp_mqtt *mqtt);

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "agent.h"
 #include "devices.h"
 #include "durable.h"
 #include "log.h"
@@ -32,6 +33,7 @@ struct sup {
     struct wisp_mqtt *mqtt;
     struct wisp_durable *durable;
     struct wisp_devices *devices;
+    struct wisp_agent *agent; /* cloud sync; NULL when off */
     char *pid_path;
     int pid_fd;
     bool pid_locked;
@@ -51,6 +53,21 @@ static int publish_hook(void *ud, const char *topic, const void *payload, size_t
     if (s->own)
         return wisp_durable_publish(s->durable, topic, payload, len, qos, retain);
     return wisp_mqtt_publish(s->mqtt, topic, payload, len, qos, retain);
+}
+
+static int agent_publish_hook(void *ud, const char *topic, const void *payload, size_t len, int qos,
+                              bool retain, uint64_t token)
+{
+    struct sup *s = ud;
+    return wisp_durable_publish_agent(s->durable, topic, payload, len, qos, retain, token);
+}
+
+static void report_hook(void *ud, const struct wisp_fnspec *spec, const char *event_id,
+                        const struct wisp_result *res)
+{
+    struct sup *s = ud;
+    (void)event_id;
+    wisp_agent_on_report(s->agent, spec, res);
 }
 
 static int device_hook(void *ud, const struct wisp_fnspec *spec, const struct wisp_devcall_req *req,
@@ -107,6 +124,12 @@ static int lock_pid_file(struct sup *s, char *err, size_t errlen)
     return 0;
 }
 
+static void add_agent_filter(void *ud, const char *filter, int qos)
+{
+    if (wisp_subs_add(ud, filter, qos) != 0)
+        log_error("out of memory subscribing to %s", filter);
+}
+
 static void update_subscriptions(struct sup *s)
 {
     for (int durable = s->own ? 1 : 0; durable <= 1; durable++) {
@@ -118,6 +141,8 @@ static void update_subscriptions(struct sup *s)
             subs.durable = false;
             wisp_pool_foreach(s->pool, wisp_subs_add_spec, &subs);
         }
+        if (durable && s->agent)
+            wisp_agent_foreach_filter(s->agent, add_agent_filter, &subs);
         wisp_subs_reduce(&subs);
         const char *const *f = (const char *const *)subs.filters;
         if (durable)
@@ -131,6 +156,47 @@ static void update_subscriptions(struct sup *s)
     }
 }
 
+/* The functions to run: the --functions folder plus the managed ones
+ * (cloud sync), a managed function taking the place of a local one of the
+ * same name. */
+struct fnset {
+    struct wisp_fnspec **specs;
+    size_t n, cap;
+};
+
+static void add_managed(void *ud, const char *name, const char *dir)
+{
+    struct fnset *set = ud;
+    struct wisp_fnspec *spec = NULL;
+    char err[1024];
+    if (wisp_registry_load_one(dir, &spec, err, sizeof(err)) != 0) {
+        log_error("managed function %s: %s; it does not run", name, err);
+        return;
+    }
+    for (size_t i = 0; i < set->n; i++) {
+        if (strcmp(set->specs[i]->name, spec->name) == 0) {
+            log_info("%s: the managed function (%s) replaces the local one in %s", spec->name, dir,
+                     set->specs[i]->dir);
+            wisp_fnspec_destroy(set->specs[i]);
+            set->specs[i] = spec;
+            return;
+        }
+    }
+    if (set->n == set->cap) {
+        size_t ncap = set->cap ? set->cap * 2 : 8;
+        /* An array of pointers. NOLINTNEXTLINE(bugprone-sizeof-expression) */
+        struct wisp_fnspec **ns = realloc(set->specs, ncap * sizeof(*ns));
+        if (!ns) {
+            log_error("managed function %s: out of memory; it does not run", name);
+            wisp_fnspec_destroy(spec);
+            return;
+        }
+        set->specs = ns;
+        set->cap = ncap;
+    }
+    set->specs[set->n++] = spec;
+}
+
 static int load_functions(struct sup *s, bool initial)
 {
     struct wisp_registry_scan scan;
@@ -140,10 +206,14 @@ static int load_functions(struct sup *s, bool initial)
         log_error("%s", err);
         return rc;
     }
-    log_info("%s %s: %zu function(s) loaded, %zu rejected", initial ? "loaded" : "reloaded",
-             s->cfg->functions, scan.n, scan.n_rejected);
-    wisp_pool_set_functions(s->pool, scan.specs, scan.n);
-    free(scan.specs); /* the specs themselves now belong to the pool */
+    struct fnset set = {.specs = scan.specs, .n = scan.n, .cap = scan.n};
+    size_t local = scan.n;
+    if (s->agent)
+        wisp_agent_foreach_managed(s->agent, add_managed, &set);
+    log_info("%s %s: %zu function(s) loaded, %zu rejected%s", initial ? "loaded" : "reloaded",
+             s->cfg->functions, local, scan.n_rejected, s->agent ? " (plus managed ones)" : "");
+    wisp_pool_set_functions(s->pool, set.specs, set.n);
+    free(set.specs); /* the specs themselves now belong to the pool */
     wisp_devices_set_functions(s->devices);
     return 0;
 }
@@ -286,6 +356,18 @@ static int start_mqtt(struct sup *s)
     return wisp_mqtt_start(s->mqtt);
 }
 
+/* What the agent asks for: a reload when the managed set changed (the
+ * pool activates new versions atomically), new subscriptions when it
+ * fetches other bundles. */
+static void agent_pass(struct sup *s, uint64_t now)
+{
+    unsigned flags = wisp_agent_tick(s->agent, now);
+    if ((flags & WISP_AGENT_RELOAD) && !s->draining)
+        (void)load_functions(s, false);
+    if (flags && !s->draining)
+        update_subscriptions(s);
+}
+
 /* While draining: how long nothing may arrive before wispd is drained. */
 #define QUIET_NS (50ULL * 1000000ULL)
 
@@ -298,6 +380,9 @@ static int next_timeout(struct sup *s, uint64_t now)
     int d = wisp_durable_next_timeout_ms(s->durable, now);
     if (d >= 0 && (t < 0 || d < t))
         t = d;
+    int a = wisp_agent_next_timeout_ms(s->agent, now);
+    if (a >= 0 && (t < 0 || a < t))
+        t = a;
     if (s->draining && (t < 0 || t > 20))
         t = 20; /* poll drain progress (Paho completes deliveries on its threads) */
     return t;
@@ -318,6 +403,8 @@ static void run_loop(struct sup *s)
             s->failed = true;
             break;
         }
+        if (s->agent)
+            agent_pass(s, now);
         /* The MQTT modules log every (re)connect and loss; the supervisor
          * adds the one line that says wispd is serving: connected, and the
          * broker has answered the subscriptions. */
@@ -350,6 +437,25 @@ static void run_loop(struct sup *s)
             s->stop = true;
         }
     }
+}
+
+/* Cloud sync: the agent loads the managed set before the functions are
+ * first loaded, so a restart without the broker runs the same versions. */
+static int start_agent(struct sup *s)
+{
+    char err[1024];
+    struct wisp_agent_hooks ah = {.publish = agent_publish_hook, .ud = s};
+    if (!s->own) {
+        log_error("cloud.enabled: cloud sync needs mqtt.client wisp and a tcp:// broker for now");
+        return -EINVAL;
+    }
+    if (wisp_agent_create(s->cfg, wisp_durable_store(s->durable), &ah, &s->agent, err,
+                          sizeof(err)) != 0) {
+        log_error("%s", err);
+        return -EINVAL;
+    }
+    wisp_durable_set_agent(s->durable, s->agent);
+    return 0;
 }
 
 int wisp_supervisor_run(const struct wisp_config *cfg)
@@ -388,8 +494,11 @@ int wisp_supervisor_run(const struct wisp_config *cfg)
         .spawn_ud = &s.zygote,
         .publish = publish_hook,
         .device = device_hook,
+        .on_report = cfg->cloud_enabled ? report_hook : NULL,
         .ud = &s,
     };
+    if (cfg->cloud_enabled && start_agent(&s) != 0)
+        goto out;
     if (wisp_pool_create(s.loop, &pc, &hooks, &s.pool) != 0 ||
         !(s.sigw = wisp_loop_add(s.loop, s.sigfd, EPOLLIN, on_signal, &s)))
         goto out;
@@ -432,8 +541,10 @@ out:
     }
     wisp_devices_close(s.devices); /* before the pool its sources feed */
     wisp_pool_destroy(s.pool);
+    wisp_agent_goodbye(s.agent); /* a clean DISCONNECT discards the Last Will */
     /* After the pool (its results are in the batch), before Paho. */
     wisp_durable_destroy(s.durable);
+    wisp_agent_destroy(s.agent); /* after the session, which reports to it */
     wisp_mqtt_destroy(s.mqtt, 2000);
     wisp_zygote_stop(&s.zygote);
     wisp_loop_destroy(s.loop);

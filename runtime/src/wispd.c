@@ -15,6 +15,7 @@ static void usage(FILE *out)
                        "\n"
                        "Runs the functions under DIR when their MQTT triggers fire.\n"
                        "A config file (JSON) holds the same settings; flags override it.\n"
+                       "A true/false flag given alone means true (--cloud).\n"
                        "Signals: SIGTERM/SIGINT drain and exit 0, SIGHUP reloads DIR, SIGUSR1 logs "
                        "counters.\n\n");
     wisp_config_print_help(out);
@@ -34,6 +35,12 @@ static int flag_value(int argc, char **argv, int i, char *key, size_t keycap, co
         return 1;
     }
     (void)snprintf(key, keycap, "%s", arg);
+    /* A true/false flag alone ("--cloud") means true. */
+    if (wisp_config_flag_is_bool(key) && (i + 1 >= argc || (strcmp(argv[i + 1], "true") != 0 &&
+                                                            strcmp(argv[i + 1], "false") != 0))) {
+        *value = "true";
+        return 1;
+    }
     if (i + 1 >= argc)
         return 0;
     *value = argv[i + 1];
