@@ -733,6 +733,18 @@ static void print_meter(const cJSON *j, const char *by)
     }
 }
 
+/* A bare date (2026-11-27) means its start, UTC; anything else goes as it is. */
+static const char *full_time(const char *t, char *buf, size_t cap)
+{
+    bool date = strlen(t) == 10 && t[4] == '-' && t[7] == '-';
+    for (size_t i = 0; date && i < 10; i++)
+        date = i == 4 || i == 7 || (t[i] >= '0' && t[i] <= '9');
+    if (!date)
+        return t;
+    (void)snprintf(buf, cap, "%sT00:00:00Z", t);
+    return buf;
+}
+
 int wisp_cmd_meter(int argc, char **argv)
 {
     struct fleet f;
@@ -777,10 +789,13 @@ int wisp_cmd_meter(int argc, char **argv)
     int n = snprintf(path, sizeof(path), "/v1/meter?by=%s&period=%s%s", by, period,
                      csv ? "&format=csv" : "");
     int rc = n > 0 && (size_t)n < sizeof(path) ? 0 : -ENAMETOOLONG;
+    char since_buf[64], until_buf[64];
     if (!rc && since)
-        rc = url_query(path + strlen(path), sizeof(path) - strlen(path), "&since=", since);
+        rc = url_query(path + strlen(path), sizeof(path) - strlen(path),
+                       "&since=", full_time(since, since_buf, sizeof(since_buf)));
     if (!rc && until)
-        rc = url_query(path + strlen(path), sizeof(path) - strlen(path), "&until=", until);
+        rc = url_query(path + strlen(path), sizeof(path) - strlen(path),
+                       "&until=", full_time(until, until_buf, sizeof(until_buf)));
     if (rc) {
         (void)fprintf(stderr, "wisp meter: --since/--until too long\n");
         fleet_fini(&f);
