@@ -13,9 +13,10 @@
 #   halt       a failing version to a 10 % canary (bake 60 s, device health check over 3
 #              invocations): from the event that makes the canaries cross the threshold to
 #              the rollout halted, and to every canary running the old version again
-#   metering   wisp-cloud stopped while every device handles K events; then started: records
-#              ingested per second until the totals equal the devices' REPORT lines; totals
-#              checked again after a second restart (no double counting)
+#   metering   wisp-cloud stopped while every device handles K events; then started: time until
+#              the totals equal the devices' REPORT lines (devices resend an unacknowledged batch
+#              after 5 s), and wisp-cloud's CPU time for it; totals checked again after a
+#              second restart (no double counting)
 #   footprint  wisp-cloud RSS and CPU time over the run; wispd RSS (median)
 #
 # Environment: BUILD_DIR (default build-fleet), or WISPD, WISP and WISP_CLOUD_BIN.
@@ -150,15 +151,19 @@ total() { q '/v1/meter?by=device&period=day' | jq '[.rows[].invocations] | add /
 wait_for 120 "metering totals = $want" api_ok '/v1/meter?by=device&period=day' "([.rows[].invocations] | add // 0) == $want" ||
     { say "metering total $(total), the devices logged $want invocations"; exit 1; }
 ingest_s=$(since "$t")
+ingest_ticks=$(ticks "$CLOUD_PID")
 backlog=$((N * EVENTS))
 rate=$(awk -v n="$backlog" -v s="$ingest_s" 'BEGIN { printf "%.0f", n / s }')
+ingest_cpu=$(awk -v t="$ingest_ticks" -v hz="$hz" 'BEGIN { printf "%.2f", t / hz }')
+cpu_rate=$(awk -v n="$backlog" -v t="$ingest_ticks" -v hz="$hz" 'BEGIN { if (t > 0) printf "%.0f", n * hz / t; else print "> " n * hz }')
+ticks_2=$(ticks "$CLOUD_PID")
 cloud_stop
 cloud_start
 sleep 3
 got=$(total)
 [[ $got -eq $want ]] || { say "after a restart the total is $got, expected $want"; exit 1; }
 ticks_b=$(ticks "$CLOUD_PID")
-cloud_cpu=$(awk -v a="$cloud_ticks_a" -v b="$cloud_ticks0" -v c="$ticks_b" -v hz="$hz" 'BEGIN { printf "%.2f", (a - b + c) / hz }')
+cloud_cpu=$(awk -v a="$cloud_ticks_a" -v b="$cloud_ticks0" -v m="$ticks_2" -v c="$ticks_b" -v hz="$hz" 'BEGIN { printf "%.2f", (a - b + m + c) / hz }')
 cloud_rss=$(rss_kb "$CLOUD_PID")
 run_s=$(since "$cloud_t0")
 wispd_rss=$(for p in "${DEV_PIDS[@]}"; do rss_kb "$p"; done | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
@@ -173,9 +178,10 @@ Wisp fleet simulation: $N devices, one mosquitto, one wisp-cloud ($(nproc) cores
 | deploy to 100 % active (no canary) | $deploy_s s | <= 10 s |
 | failing canary ($ncanary of $N): crossing -> rollout halted | $halt_s s | |
 | failing canary: crossing -> every canary back on the old version | $rollback_s s | <= 5 s |
-| metering backlog ($backlog records after wisp-cloud was down) | $ingest_s s = $rate records/s | |
+| metering backlog ($backlog records after wisp-cloud was down): drained in | $ingest_s s = $rate records/s | |
+| wisp-cloud CPU for start + that backlog | $ingest_cpu s = $cpu_rate records per CPU-second | |
 | metering total vs invocations logged by the devices | $got = $want | equal |
 | wisp-cloud RSS | ${cloud_rss_a} KiB before restart, ${cloud_rss} KiB after | |
-| wisp-cloud CPU over the run (${run_s} s) | $cloud_cpu s | |
+| wisp-cloud CPU over the run (${run_s} s, three processes) | $cloud_cpu s | |
 | wispd RSS, median of $N | ${wispd_rss} KiB | |
 EOF

@@ -17,6 +17,7 @@
 
 #define WISP_LOG_MODULE "cloud"
 #include "cloud.h"
+#include "cloud_meter.h"
 #include "cloud_http.h"
 #include "log.h"
 #include "loop.h"
@@ -199,6 +200,7 @@ static void on_mqtt(void *ud, int fd, uint32_t events)
         if (m->kind == WISP_MQTT_CONNECTED) {
             a->c->mqtt_connected = true;
             log_info("connected to the broker");
+            cloud_meter_ack_all(a->c);
         } else if (m->kind == WISP_MQTT_LOST) {
             a->c->mqtt_connected = false;
             log_warn("broker connection %s: %s", m->connect_failed ? "failed" : "lost",

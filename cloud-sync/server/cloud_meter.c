@@ -250,6 +250,13 @@ static void send_ack(struct cloud *c, const struct cloud_device *dev, const char
     (void)cloud_queue_publish(c, topic, body, strlen(body), 1, 0);
 }
 
+void cloud_meter_ack_all(struct cloud *c)
+{
+    for (size_t i = 0; i < c->ndevs; i++)
+        if (c->devs[i]->meter.head_seq > 0)
+            send_ack(c, c->devs[i], NULL);
+}
+
 /* The records of a batch, or NULL with the reason in err. */
 static const cJSON *batch_records(const cJSON *j, const char *id, char *err, size_t cap)
 {

@@ -20,6 +20,10 @@ struct cloud_meter_agg {
 /* A metering batch from dev (inside a batch): verifies, stores, queues the
  * ack on wisp/v1/<device>/meter/ack. */
 void cloud_meter_ingest(struct cloud *c, struct cloud_device *dev, const char *payload, size_t len);
+/* On every (re)connect: an ack of what is stored to each device that has
+ * sent records, so a device whose batch went out while wisp-cloud was away
+ * sends again now rather than after its resend timeout. */
+void cloud_meter_ack_all(struct cloud *c);
 
 struct cloud_meter_query {
     bool by_device;       /* else by function */

@@ -95,9 +95,16 @@ bundle_message "$TEST_TMP/g5.wb" >"$TEST_TMP/g5.msg"
 sha=$(api POST /v1/bundles -H 'Content-Type: application/octet-stream' --data-binary "@$TEST_TMP/g5.msg" | jq -r .sha256)
 sed 's/5\.0\.0/6.6.6/' "$TEST_TMP/g5.msg" >"$TEST_TMP/g5-tampered.msg"
 cmp -s "$TEST_TMP/g5.msg" "$TEST_TMP/g5-tampered.msg" && fail "tampering changed nothing"
+# wisp-cloud publishes the genuine message after answering: replace it only once it is there.
+retained_is() {
+  mosquitto_sub -h 127.0.0.1 -p "$BROKER_PORT" -t "wisp/v1/bundles/$sha" -C 1 -W 2 >"$TEST_TMP/retained.msg" 2>/dev/null &&
+    head -c -1 "$TEST_TMP/retained.msg" | cmp -s - "$1"
+}
+wait_for 10 "genuine bundle retained" retained_is "$TEST_TMP/g5.msg" || fail "wisp-cloud did not publish the bundle"
 mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -q 1 -r -t "wisp/v1/bundles/$sha" -f "$TEST_TMP/g5-tampered.msg"
+wait_for 10 "tampered bundle retained" retained_is "$TEST_TMP/g5-tampered.msg" || fail "the tampered bundle is not retained"
 r5=$(api POST /v1/rollouts -H 'Content-Type: application/json' \
-  -d "{\"bundle\": \"$sha\", \"selector\": \"site=plant-3\", \"canary_percent\": 34, \"bake_s\": 60}" | jq -r .id)
+  -d "{\"bundle\": \"$sha\", \"selector\": \"site=plant-3\", \"canary_percent\": 33, \"bake_s\": 60}" | jq -r .id)
 wait_for 15 "tampered bundle refused" api_ok "/v1/rollouts/$r5" '.state == "rolled_back"' ||
   fail "tampered bundle not refused: $(api GET "/v1/rollouts/$r5")"
 grep -q 'refused' "$(wispd_log gw-1)" "$(wispd_log gw-2)" "$(wispd_log gw-3)" || fail "no refusal in the device logs"
