@@ -62,10 +62,6 @@ void agent_activate(struct wisp_agent *a, struct agent_fn *f, const char *sha)
         return;
     }
     if (f->bundle[0] && strcmp(f->bundle, sha) != 0) {
-        if (f->version && strcmp(f->version, spec->version) == 0)
-            log_warn("%s: bundle %.12s has the same version \"%s\" as the running one: the "
-                     "running code is kept; give every bundle its own version",
-                     f->name, sha, spec->version);
         memcpy(f->previous, f->bundle, sizeof(f->previous));
         free(f->prev_version);
         f->prev_version = f->version;

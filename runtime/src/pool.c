@@ -192,7 +192,11 @@ void wisp_pool_set_functions(struct wisp_pool *p, struct wisp_fnspec **specs, si
     }
     for (size_t i = 0; i < n; i++) {
         struct fn *cur = wisp_pool_find_active(p, specs[i]->name);
-        if (cur && strcmp(cur->spec->version, specs[i]->version) == 0) {
+        /* Same version from the same folder: unchanged. A deployed bundle
+         * has a folder of its own, so it replaces the running code even
+         * when its function.json repeats the version string. */
+        if (cur && strcmp(cur->spec->version, specs[i]->version) == 0 &&
+            strcmp(cur->spec->dir ? cur->spec->dir : "", specs[i]->dir ? specs[i]->dir : "") == 0) {
             wisp_fnspec_destroy(specs[i]);
             continue;
         }

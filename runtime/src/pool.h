@@ -74,8 +74,8 @@ int wisp_pool_create(struct wisp_loop *loop, const struct wisp_pool_config *cfg,
 void wisp_pool_destroy(struct wisp_pool *pool);
 
 /* Replaces the set of functions, taking ownership of specs[0..n) (the array
- * itself stays the caller's). A function whose version is unchanged keeps
- * its executors; a changed one gets the not-yet-started events of the old
+ * itself stays the caller's). A function whose version and folder are
+ * unchanged keeps its executors; a changed one gets the not-yet-started events of the old
  * version, whose in-flight events finish on the version they started on; a
  * removed one finishes what it had and goes. */
 void wisp_pool_set_functions(struct wisp_pool *pool, struct wisp_fnspec **specs, size_t n);

@@ -33,16 +33,16 @@ grep -q '^other' "$TEST_TMP/devices.txt" && fail "--label did not filter"
 
 # Every device of the selector answers an event with VERSION.
 expect_version() {
-  local v=$1 n=$2
-  sub_start "greet-$v-$n" 'out/greet/#'
+  local v=$1 n=greet-${1// /_}-$2
+  sub_start "$n" 'out/greet/#'
   pub in/greet go
-  sub_wait "greet-$v-$n" 3 10
-  local lines; lines=$(sub_lines "greet-$v-$n")
+  sub_wait "$n" 3 10
+  local lines; lines=$(sub_lines "$n")
   for d in gw-1 gw-2 gw-3; do
     grep -qx "out/greet/$d $v" <<<"$lines" || fail "$d did not answer with $v: $lines"
   done
   grep -q '^out/greet/other' <<<"$lines" && fail "a device outside the selector runs greeter"
-  kill "${SUB_PIDS[greet-$v-$n]}" 2>/dev/null || true
+  kill "${SUB_PIDS[$n]}" 2>/dev/null || true
 }
 
 # 1. Deploy by label, canary 1 of 3 then all.
@@ -121,6 +121,11 @@ wispd_start gw-3 "$TEST_TMP/local-gw-3" --cloud --cloud-trust "$TEST_TMP/trust" 
 wait_for 15 "rollout 7 done" api_ok "/v1/rollouts/$r7" '.state == "done"' ||
   fail "gw-3 did not converge: $(api GET "/v1/rollouts/$r7")"
 expect_version 7.0.0 d
+# A rebuilt function that repeats its version string still replaces the running code.
+rebuilt=$(greeter 7.0.0)
+sed -i 's/"7.0.0")/"7.0.0 rebuilt")/' "$rebuilt/handler.lua"
+"$WISP" deploy "$rebuilt" --to site=plant-3 --key "$key" --wait 30 >/dev/null || fail "deploy of the rebuilt 7.0.0"
+expect_version "7.0.0 rebuilt" e
 
 # 5. Metering: wisp-cloud down while devices keep invoking, then restarted.
 cloud_stop
