@@ -513,11 +513,16 @@ int wisp_agent_next_timeout_ms(const struct wisp_agent *a, uint64_t now)
     if (!a->connected)
         return -1;
     int t = agent_meter_next_ms(a, now);
+    /* What the tick sends next, never before retry_ns (a full window):
+     * a due time in the past would spin the loop until then. */
+    uint64_t due = UINT64_MAX;
     if (a->announce || a->report_now)
-        t = earlier(t, a->retry_ns, now);
-    if (a->report_counters)
-        t = earlier(t, a->reported_ns + REPORT_GAP_NS, now);
-    if (a->report_at_ns)
-        t = earlier(t, a->report_at_ns, now);
+        due = now;
+    if (a->report_counters && a->reported_ns + REPORT_GAP_NS < due)
+        due = a->reported_ns + REPORT_GAP_NS;
+    if (a->report_at_ns && a->report_at_ns < due)
+        due = a->report_at_ns;
+    if (due != UINT64_MAX)
+        t = earlier(t, due > a->retry_ns ? due : a->retry_ns, now);
     return t;
 }

@@ -136,6 +136,9 @@ int agent_meter_next_ms(const struct wisp_agent *a, uint64_t now)
 {
     if (!a->connected)
         return -1;
+    /* Nothing to send: new records come with a loop pass, which asks again. */
+    if (!a->meter_inflight && wisp_store_meter_last(a->store) <= a->meter_acked)
+        return -1;
     uint64_t due = a->meter_inflight ? a->meter_sent_ns + RESEND_NS
                                      : a->meter_last_ns + MS(a->cfg->cloud_meter_interval_ms);
     if (!a->meter_inflight && a->meter_hold_ns > due)

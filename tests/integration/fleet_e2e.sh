@@ -10,7 +10,8 @@
 source "$(dirname "$0")/../lib/wispd_test.sh"
 source "$(dirname "$0")/../lib/cloud.sh"
 BROKER_PERSIST=1 broker_start
-cloud_start
+printf 'fleet-secret\n' >"$TEST_TMP/fleet.token"
+cloud_start --fleet-token-file "$TEST_TMP/fleet.token"
 key=$(publisher_key)
 
 # greeter VERSION [LUA BODY]: a function folder whose handler answers on
@@ -23,10 +24,31 @@ greeter() {
   echo "$dir"
 }
 
-for d in gw-1 gw-2 gw-3; do device_start "$d" "site=plant-3,role=door"; done
-device_start other "site=elsewhere"
-wait_for 15 "4 devices registered" api_ok /v1/devices '.devices | length == 4' ||
+for d in gw-1 gw-2 gw-3; do device_start "$d" "site=plant-3,role=door" --cloud-token fleet-secret; done
+device_start other "site=elsewhere" --cloud-token fleet-secret
+# A gateway set up by first-boot provisioning registers with its labels and fleet token.
+mkdir -p "$TEST_TMP/prov/etc" "$TEST_TMP/prov/state"
+jq -n --arg b "$BROKER_URI" --rawfile k "$TEST_TMP/publisher.pub" \
+  '{broker: $b, fleet_token: "fleet-secret", labels: {site: "plant-9"}, device_id: "prov-1", trusted_keys: [$k]}' \
+  >"$TEST_TMP/prov/wisp-provision.json"
+"$WISP_PROVISION" --input "$TEST_TMP/prov/wisp-provision.json" --etc "$TEST_TMP/prov/etc" \
+  --state "$TEST_TMP/prov/state" >"$TEST_TMP/provision.log" 2>&1 || fail "provisioning: $(cat "$TEST_TMP/provision.log")"
+jq -e '.cloud.enabled and .cloud.identity and .cloud.trust' "$TEST_TMP/prov/etc/wispd.json" >/dev/null ||
+  fail "provisioning did not enable cloud sync: $(cat "$TEST_TMP/prov/etc/wispd.json")"
+wispd_start prov-1 "$TEST_TMP/prov/state/functions" --config "$TEST_TMP/prov/etc/wispd.json"
+# A gateway with the wrong fleet token is not let in.
+device_start intruder "site=plant-3" --cloud-token not-the-token
+wait_for 15 "5 devices registered" api_ok /v1/devices '.devices | length == 5' ||
   fail "devices did not register: $(api GET /v1/devices)"
+api_ok /v1/devices/prov-1 '.labels.site == "plant-9"' || fail "prov-1: $(api GET /v1/devices/prov-1)"
+sleep 1
+api_ok /v1/devices '[.devices[].device] | index("intruder") == null' || fail "a wrong fleet token registered"
+grep -q 'intruder' "$(cloud_log)" || fail "the refused hello is not logged"
+wispd_stop intruder
+# An idle device with cloud sync sleeps: its loop has no due work to spin on.
+cpu_ticks() { awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; }
+t0=$(cpu_ticks "$(wispd_pid gw-1)"); sleep 2; t1=$(cpu_ticks "$(wispd_pid gw-1)")
+[ $((t1 - t0)) -lt 25 ] || fail "idle gw-1 used $((t1 - t0)) CPU ticks in 2 s"
 "$WISP" devices --label site=plant-3 >"$TEST_TMP/devices.txt"
 [ "$(grep -c '^gw-' "$TEST_TMP/devices.txt")" -eq 3 ] || fail "wisp devices --label: $(cat "$TEST_TMP/devices.txt")"
 grep -q '^other' "$TEST_TMP/devices.txt" && fail "--label did not filter"
@@ -117,7 +139,8 @@ r7=$(api GET /v1/rollouts | jq -r '.rollouts[0].id')
 wait_for 15 "2 of 3 on 7.0.0" api_ok "/v1/rollouts/$r7" '[.devices[] | select(.state == "active")] | length == 2' ||
   fail "online devices did not take 7.0.0: $(api GET "/v1/rollouts/$r7")"
 [ "$(api GET "/v1/rollouts/$r7" | jq -r .state)" != done ] || fail "rollout done with a device offline"
-wispd_start gw-3 "$TEST_TMP/local-gw-3" --cloud --cloud-trust "$TEST_TMP/trust" --cloud-labels "site=plant-3,role=door"
+wispd_start gw-3 "$TEST_TMP/local-gw-3" --cloud --cloud-trust "$TEST_TMP/trust" --cloud-labels "site=plant-3,role=door" \
+  --cloud-token fleet-secret
 wait_for 15 "rollout 7 done" api_ok "/v1/rollouts/$r7" '.state == "done"' ||
   fail "gw-3 did not converge: $(api GET "/v1/rollouts/$r7")"
 expect_version 7.0.0 d
@@ -127,11 +150,24 @@ sed -i 's/"7.0.0")/"7.0.0 rebuilt")/' "$rebuilt/handler.lua"
 "$WISP" deploy "$rebuilt" --to site=plant-3 --key "$key" --wait 30 >/dev/null || fail "deploy of the rebuilt 7.0.0"
 expect_version "7.0.0 rebuilt" e
 
-# 5. Metering: wisp-cloud down while devices keep invoking, then restarted.
+# 5. Metering. A device offline: the broker away for 3 s while a timer function on gw-1
+# keeps running; then wisp-cloud down while devices keep invoking, then restarted.
+mkdir -p "$TEST_TMP/local-gw-1/tick"
+echo '{"name": "tick", "triggers": [{"type": "timer", "every": "100ms"}]}' >"$TEST_TMP/local-gw-1/tick/function.json"
+echo 'return function(e, ctx) end' >"$TEST_TMP/local-gw-1/tick/handler.lua"
+kill -HUP "$(wispd_pid gw-1)"
+sleep 1
+broker_stop
+sleep 3
+broker_restart
+rm -r "$TEST_TMP/local-gw-1/tick"
+kill -HUP "$(wispd_pid gw-1)"
+wait_for 10 "tick removed" grep -q 'tick: removed' "$(wispd_log gw-1)" || fail "tick was not removed"
+[ "$(grep -c 'mod=report fn=tick' "$(wispd_log gw-1)")" -ge 30 ] || fail "the timer did not run through the outage"
 cloud_stop
 for i in $(seq 1 20); do pub in/greet "x$i"; done
 sleep 1
-cloud_start
+cloud_start --fleet-token-file "$TEST_TMP/fleet.token"
 invocations() { cat "$TEST_TMP"/wispd-*.log | grep -c 'mod=report' || true; }
 want=$(invocations)
 wait_for 20 "metering caught up" api_ok '/v1/meter?by=device&period=day' "[.rows[].invocations] | add == $want" ||
@@ -142,7 +178,7 @@ got=$(awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "invocations") c = 
 [ "$got" -eq "$want" ] || fail "CSV totals $got, expected $want"
 # Restarting wisp-cloud again double-counts nothing (devices resend nothing acked).
 cloud_stop
-cloud_start
+cloud_start --fleet-token-file "$TEST_TMP/fleet.token"
 sleep 2
 [ "$(api GET '/v1/meter?by=device&period=day' | jq '[.rows[].invocations] | add')" -eq "$want" ] ||
   fail "totals changed after a restart"
