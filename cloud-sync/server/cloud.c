@@ -469,7 +469,7 @@ struct load_ctx {
     size_t errlen;
 };
 
-static int add_rollout(struct cloud *c, struct cloud_rollout *r)
+int cloud_add_rollout(struct cloud *c, struct cloud_rollout *r)
 {
     if (c->nrollouts == c->caprollouts) {
         size_t cap = c->caprollouts ? c->caprollouts * 2 : 16;
@@ -501,7 +501,7 @@ static int load_one(void *ud, const void *key, size_t klen, const void *val, siz
     else if (rc == 0 && lc->tbl == CLOUD_T_ROLLOUTS) {
         struct cloud_rollout *r;
         rc = cloud_rollout_from_json(j, &r);
-        if (rc == 0 && (rc = add_rollout(lc->c, r)) != 0)
+        if (rc == 0 && (rc = cloud_add_rollout(lc->c, r)) != 0)
             cloud_rollout_free(r);
     }
     cJSON_Delete(j);

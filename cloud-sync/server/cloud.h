@@ -177,6 +177,8 @@ int cloud_queue_publish_take(struct cloud *c, const char *topic, void *payload, 
 
 /* The device or NULL. */
 struct cloud_device *cloud_device_find(const struct cloud *c, const char *id);
+/* Appends r to c->rollouts (taking it over). 0 or -ENOMEM. */
+int cloud_add_rollout(struct cloud *c, struct cloud_rollout *r);
 /* True when id is 1-64 of A-Z a-z 0-9 . _ - */
 bool cloud_device_id_valid(const char *id, size_t len);
 /* Registers a new device (inside a batch). NULL on OOM. */

@@ -199,10 +199,8 @@ static void route_devices(struct cloud *c, const struct cloud_api_req *req, char
             cloud_api_error(resp, 405, "%s %s: use GET", req->method, req->path);
             return;
         }
-        {
-            reply_json(resp, 200, cloud_device_json(dev));
-            return;
-        }
+        reply_json(resp, 200, cloud_device_json(dev));
+        return;
     }
     if (strcmp(req->method, "PUT") != 0) {
         cloud_api_error(resp, 405, "%s %s: use PUT", req->method, req->path);
@@ -429,10 +427,8 @@ static void route_rollouts(struct cloud *c, const struct cloud_api_req *req, cha
             cloud_api_error(resp, 405, "%s %s: use GET", req->method, req->path);
             return;
         }
-        {
-            reply_json(resp, 200, cloud_rollout_json(r));
-            return;
-        }
+        reply_json(resp, 200, cloud_rollout_json(r));
+        return;
     }
     if (!post) {
         cloud_api_error(resp, 405, "%s %s: use POST", req->method, req->path);

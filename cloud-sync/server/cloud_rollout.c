@@ -352,17 +352,10 @@ static int pick_devices(struct cloud *c, struct cloud_rollout *r, const cJSON *s
 
 static int register_rollout(struct cloud *c, struct cloud_rollout *r)
 {
-    if (c->nrollouts == c->caprollouts) {
-        size_t cap = c->caprollouts ? c->caprollouts * 2 : 16;
-        struct cloud_rollout **n = realloc(c->rollouts, cap * sizeof(struct cloud_rollout *));
-        if (!n)
-            return -ENOMEM;
-        c->rollouts = n;
-        c->caprollouts = cap;
-    }
-    c->rollouts[c->nrollouts++] = r;
-    return c->store->ops->put(c->txn, CLOUD_T_META, "rollout_seq", 11, &c->rollout_seq,
-                              sizeof(c->rollout_seq));
+    int rc = cloud_add_rollout(c, r);
+    return rc ? rc
+              : c->store->ops->put(c->txn, CLOUD_T_META, "rollout_seq", 11, &c->rollout_seq,
+                                   sizeof(c->rollout_seq));
 }
 
 static void supersede(struct cloud *c, const struct cloud_rollout *by)

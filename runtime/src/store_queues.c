@@ -222,17 +222,24 @@ static int op_meter_ack(struct wisp_store *s, MDB_txn *txn, void *arg)
     }
 }
 
-int wisp_store_meter_ack(struct wisp_store *s, uint64_t upto, size_t *n)
+/* Runs a deleting operation in the batch; *n (may be NULL) gets what it
+ * counted in *done. */
+static int run_counted(struct wisp_store *s, st_op_fn op, void *arg, const size_t *done, size_t *n)
 {
     if (n)
         *n = 0;
     if (!s)
         return -EINVAL;
-    struct meter_ack_arg a = {upto, 0};
-    int rc = st_run_op(s, op_meter_ack, &a, NULL, 0);
+    int rc = st_run_op(s, op, arg, NULL, 0);
     if (!rc && n)
-        *n = a.n;
+        *n = *done;
     return rc;
+}
+
+int wisp_store_meter_ack(struct wisp_store *s, uint64_t upto, size_t *n)
+{
+    struct meter_ack_arg a = {upto, 0};
+    return run_counted(s, op_meter_ack, &a, &a.n, n);
 }
 
 int wisp_store_meter_foreach(struct wisp_store *s, uint64_t after, size_t limit,
@@ -387,13 +394,6 @@ static int op_dlq_purge(struct wisp_store *s, MDB_txn *txn, void *arg)
 
 int wisp_store_dlq_purge(struct wisp_store *s, const char *fn, size_t *n)
 {
-    if (n)
-        *n = 0;
-    if (!s)
-        return -EINVAL;
     struct dlq_purge_arg a = {fn, 0};
-    int rc = st_run_op(s, op_dlq_purge, &a, NULL, 0);
-    if (!rc && n)
-        *n = a.n;
-    return rc;
+    return run_counted(s, op_dlq_purge, &a, &a.n, n);
 }
