@@ -39,10 +39,11 @@ static int write_file(const char *path, const void *data, size_t len, char *err,
     return 0;
 }
 
-/* Splits the message into signature and bundle, checking the framing. */
-static int split(const struct wisp_agent *a, const unsigned char *msg, size_t len,
-                 const unsigned char **sig, size_t *siglen, const unsigned char **bundle,
-                 size_t *blen, char *err, size_t errlen)
+/* Splits the message into signature and bundle, checking the framing.
+ * Declared in agent_internal.h (for the fuzz target). */
+int agent_bundle_split(const struct wisp_agent *a, const unsigned char *msg, size_t len,
+                       const unsigned char **sig, size_t *siglen, const unsigned char **bundle,
+                       size_t *blen, char *err, size_t errlen)
 {
     if (len < SIGB_HEADER || memcmp(msg, SIGB_MAGIC, 8) != 0)
         return wisp_errf(err, errlen, -EBADMSG,
@@ -106,7 +107,7 @@ int agent_bundle_install(struct wisp_agent *a, const char *sha, const unsigned c
 {
     const unsigned char *sig = NULL, *bundle = NULL;
     size_t siglen = 0, blen = 0;
-    int rc = split(a, msg, len, &sig, &siglen, &bundle, &blen, err, errlen);
+    int rc = agent_bundle_split(a, msg, len, &sig, &siglen, &bundle, &blen, err, errlen);
     if (rc)
         return rc;
     unsigned char digest[32];

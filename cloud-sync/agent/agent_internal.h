@@ -184,6 +184,12 @@ void agent_on_bundle(struct wisp_agent *a, const char *sha, const unsigned char 
  * negative errno with the reason in err. */
 int agent_bundle_install(struct wisp_agent *a, const char *sha, const unsigned char *msg,
                          size_t len, char *err, size_t errlen);
+/* The framing check agent_bundle_install starts with, exposed for
+ * tests/fuzz/fuzz_fleet.c: splits msg into the signature and the bundle
+ * (pointers into msg). 0, or -EBADMSG / -EFBIG with the reason in err. */
+int agent_bundle_split(const struct wisp_agent *a, const unsigned char *msg, size_t len,
+                       const unsigned char **sig, size_t *siglen, const unsigned char **bundle,
+                       size_t *blen, char *err, size_t errlen);
 
 /* agent_health.c */
 void agent_health_report(struct wisp_agent *a, const struct wisp_fnspec *spec,
@@ -192,6 +198,11 @@ void agent_health_report(struct wisp_agent *a, const struct wisp_fnspec *spec,
 /* agent_meter.c */
 void agent_meter_init(struct wisp_agent *a);
 void agent_meter_on_ack(struct wisp_agent *a, const char *json, size_t len);
+/* The ack's checks agent_meter_on_ack applies to the parsed message,
+ * exposed for tests/fuzz/fuzz_fleet.c: 0 with *upto and *error (borrowed
+ * from root; NULL when absent), or -EINVAL with "<field>: <what>" in *field. */
+int agent_meter_parse_ack(const struct cJSON *root, uint64_t *upto, const char **error,
+                          const char **field);
 void agent_meter_tick(struct wisp_agent *a, uint64_t now);
 int agent_meter_next_ms(const struct wisp_agent *a, uint64_t now);
 void agent_meter_on_connected(struct wisp_agent *a);

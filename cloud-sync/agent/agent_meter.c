@@ -152,7 +152,8 @@ void agent_meter_on_connected(struct wisp_agent *a)
         a->meter_sent_ns = 0; /* the connection came back: send it again now */
 }
 
-static int parse_ack(const cJSON *root, uint64_t *upto, const char **error, const char **field)
+/* Declared in agent_internal.h (for the fuzz target). */
+int agent_meter_parse_ack(const cJSON *root, uint64_t *upto, const char **error, const char **field)
 {
     const cJSON *u = cJSON_GetObjectItemCaseSensitive(root, "upto");
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "error");
@@ -175,7 +176,7 @@ void agent_meter_on_ack(struct wisp_agent *a, const char *json, size_t len)
     cJSON *root = len <= 65536 ? cJSON_ParseWithLength(json, len) : NULL;
     uint64_t upto = 0;
     const char *error = NULL, *field = "(message): not JSON, or over 64 KiB";
-    if (!root || parse_ack(root, &upto, &error, &field) != 0) {
+    if (!root || agent_meter_parse_ack(root, &upto, &error, &field) != 0) {
         log_error("%s: refused: %s", a->topic_ack, field);
         cJSON_Delete(root);
         return;

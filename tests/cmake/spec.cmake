@@ -35,4 +35,33 @@ if(CMAKE_C_COMPILER_ID STREQUAL "Clang")
             -max_len=4096 -print_final_stats=1
             ${WISP_FNSPEC_CORPUS} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/fnspec)
   set_tests_properties(fuzz_fnspec PROPERTIES LABELS "fuzz" TIMEOUT 120)
+
+  # The fleet protocol's parsers of untrusted input (tests/fuzz/fuzz_fleet.c):
+  # the agent's and the control plane's message parsers, compiled here for
+  # coverage; the rest (util, log, rollouts, ...) comes from the libraries,
+  # whose copies of these files are then not linked in.
+  set(WISP_SYNC_DIR ${PROJECT_SOURCE_DIR}/cloud-sync)
+  add_executable(fuzz_fleet
+    fuzz/fuzz_fleet.c
+    ${WISP_SYNC_DIR}/agent/agent_active.c
+    ${WISP_SYNC_DIR}/agent/agent_bundle.c
+    ${WISP_SYNC_DIR}/agent/agent_desired.c
+    ${WISP_SYNC_DIR}/agent/agent_meter.c
+    ${WISP_SYNC_DIR}/server/cloud.c
+    ${WISP_SYNC_DIR}/server/cloud_labels.c
+    ${WISP_SYNC_DIR}/server/cloud_meter.c
+    ${WISP_SYNC_DIR}/server/cloud_msg.c)
+  target_include_directories(fuzz_fleet PRIVATE ${PROJECT_SOURCE_DIR}/runtime/src
+    ${WISP_SYNC_DIR}/agent ${WISP_SYNC_DIR}/server ${WISP_SYNC_DIR}/common)
+  target_compile_options(fuzz_fleet PRIVATE ${WISP_FUZZ_FLAGS})
+  target_link_options(fuzz_fleet PRIVATE ${WISP_FUZZ_FLAGS})
+  target_link_libraries(fuzz_fleet PRIVATE wispcloud cjson)
+
+  set(WISP_FLEET_CORPUS ${CMAKE_CURRENT_BINARY_DIR}/fuzz_fleet_corpus)
+  file(MAKE_DIRECTORY ${WISP_FLEET_CORPUS})
+  add_test(NAME fuzz_fleet
+    COMMAND fuzz_fleet -max_total_time=20 -timeout=10 -rss_limit_mb=2048
+            -max_len=4096 -print_final_stats=1
+            ${WISP_FLEET_CORPUS} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/fleet)
+  set_tests_properties(fuzz_fleet PROPERTIES LABELS "fuzz" TIMEOUT 120)
 endif()
