@@ -393,7 +393,9 @@ static int send_hello(struct wisp_agent *a)
         cJSON_AddStringToObject(o, "token", a->token);
     cJSON_AddStringToObject(o, "wispd", WISP_VERSION);
     cJSON_AddStringToObject(o, "arch", uname(&u) == 0 ? u.machine : "unknown");
-    return publish_json(a, a->topic_hello, o, false);
+    /* Retained, so a control plane that starts (or subscribes) after the
+     * device connected still gets its registration. */
+    return publish_json(a, a->topic_hello, o, true);
 }
 
 static cJSON *str_or_null(const char *s)

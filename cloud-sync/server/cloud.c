@@ -561,6 +561,32 @@ static int load_all(struct cloud *c, char *err, size_t errlen)
     return 0;
 }
 
+/* mkdir -p for the data directory (0750), like wispd's; an existing
+ * non-folder or a folder that cannot be made is an error naming it. */
+static int make_data_dir(const char *dir, char *err, size_t errlen)
+{
+    char *copy = strdup(dir);
+    if (!copy)
+        return -ENOMEM;
+    for (char *p = copy + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            (void)mkdir(copy, 0750);
+            *p = '/';
+        }
+    }
+    int rc = 0;
+    struct stat st;
+    if (mkdir(copy, 0750) != 0 && errno != EEXIST)
+        rc = wisp_errf(err, errlen, -errno, "--data %s: cannot create: %s", dir, strerror(errno));
+    else if (stat(copy, &st) != 0)
+        rc = wisp_errf(err, errlen, -errno, "--data %s: %s", dir, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        rc = wisp_errf(err, errlen, -ENOTDIR, "--data %s: not a folder", dir);
+    free(copy);
+    return rc;
+}
+
 int cloud_create(const struct cloud_config *cfg, struct cloud **out, char *err, size_t errlen)
 {
     if (err && errlen)
@@ -578,12 +604,10 @@ int cloud_create(const struct cloud_config *cfg, struct cloud **out, char *err, 
         goto fail;
     if (!c->data_dir || !c->bundle_dir)
         goto fail;
-    struct stat st;
-    if (stat(cfg->data_dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        rc = wisp_errf(err, errlen, -ENOTDIR, "--data %s: %s", cfg->data_dir,
-                       errno && !S_ISDIR(st.st_mode) ? "not a folder" : strerror(errno));
+    rc = make_data_dir(cfg->data_dir, err, errlen);
+    if (rc != 0)
         goto fail;
-    }
+    rc = -ENOMEM;
     if (mkdir(c->bundle_dir, 0700) != 0 && errno != EEXIST) {
         rc =
             wisp_errf(err, errlen, -errno, "%s: cannot create: %s", c->bundle_dir, strerror(errno));

@@ -153,6 +153,19 @@ static void on_reported(struct cloud *c, const char *topic, struct cloud_device 
             return;
         }
     }
+    /* The device's own labels travel in reported too: a change on the
+     * device shows without a reconnect. */
+    cJSON *labels = cJSON_GetObjectItemCaseSensitive(j, "labels");
+    char why[160];
+    if (labels && labels_ok(labels, why, sizeof(why)) &&
+        !cJSON_Compare(labels, dev->own_labels, true)) {
+        cJSON *own = cJSON_Duplicate(labels, 1);
+        if (own) {
+            cJSON_Delete(dev->own_labels);
+            dev->own_labels = own;
+            (void)cloud_device_merge_labels(dev);
+        }
+    }
     cJSON *dup = cJSON_Duplicate(j, 1);
     if (!dup)
         return;

@@ -726,7 +726,7 @@ static void print_meter(const cJSON *j, const char *by)
     const cJSON *r;
     cJSON_ArrayForEach(r, cJSON_GetObjectItemCaseSensitive(j, "rows"))
     {
-        printf("%-20s %-24s %12.0f %8.0f %12.0f %12.6f %12.0f %12.0f\n", str_or(r, "period", "?"),
+        printf("%-20s %-24s %12.0f %8.0f %12.0f %12.9f %12.0f %12.0f\n", str_or(r, "period", "?"),
                str_or(r, by, "?"), num_or(r, "invocations", 0), num_or(r, "errors", 0),
                num_or(r, "billed_ms", 0), num_or(r, "gb_seconds", 0), num_or(r, "bytes_in", 0),
                num_or(r, "bytes_out", 0));

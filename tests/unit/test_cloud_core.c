@@ -291,10 +291,20 @@ static void test_corrupt_store(void)
     char err[512] = "";
     CHECK(cloud_create(&cfg, &c, err, sizeof(err)) != 0);
     CHECK_CONTAINS(err, "db");
-    (void)snprintf(path, sizeof(path), "%s/missing", dir);
+    /* A data dir that is a file, or lies under one, is refused by name. */
+    wisp_test_write(dir, "plain", "x");
+    (void)snprintf(path, sizeof(path), "%s/plain", dir);
     cfg.data_dir = path;
     CHECK(cloud_create(&cfg, &c, err, sizeof(err)) != 0);
-    CHECK_CONTAINS(err, "missing");
+    CHECK_CONTAINS(err, "plain: not a folder");
+    (void)snprintf(path, sizeof(path), "%s/plain/sub", dir);
+    CHECK(cloud_create(&cfg, &c, err, sizeof(err)) != 0);
+    CHECK_CONTAINS(err, "plain/sub: cannot create");
+    /* A missing one is made, as wispd makes its own. */
+    (void)snprintf(path, sizeof(path), "%s/new/deeper", dir);
+    CHECK_INT_EQ(cloud_create(&cfg, &c, err, sizeof(err)), 0);
+    cloud_destroy(c);
+    c = NULL;
     wisp_test_rmtree(dir);
 }
 
