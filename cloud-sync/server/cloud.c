@@ -607,7 +607,6 @@ int cloud_create(const struct cloud_config *cfg, struct cloud **out, char *err, 
     rc = make_data_dir(cfg->data_dir, err, errlen);
     if (rc != 0)
         goto fail;
-    rc = -ENOMEM;
     if (mkdir(c->bundle_dir, 0700) != 0 && errno != EEXIST) {
         rc =
             wisp_errf(err, errlen, -errno, "%s: cannot create: %s", c->bundle_dir, strerror(errno));

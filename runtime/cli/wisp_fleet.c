@@ -789,13 +789,14 @@ int wisp_cmd_meter(int argc, char **argv)
     int n = snprintf(path, sizeof(path), "/v1/meter?by=%s&period=%s%s", by, period,
                      csv ? "&format=csv" : "");
     int rc = n > 0 && (size_t)n < sizeof(path) ? 0 : -ENAMETOOLONG;
-    char since_buf[64], until_buf[64];
-    if (!rc && since)
-        rc = url_query(path + strlen(path), sizeof(path) - strlen(path),
-                       "&since=", full_time(since, since_buf, sizeof(since_buf)));
-    if (!rc && until)
-        rc = url_query(path + strlen(path), sizeof(path) - strlen(path),
-                       "&until=", full_time(until, until_buf, sizeof(until_buf)));
+    const char *names[] = {"&since=", "&until="}, *vals[] = {since, until};
+    for (size_t k = 0; k < 2 && !rc; k++) {
+        if (vals[k]) {
+            char buf[64];
+            rc = url_query(path + strlen(path), sizeof(path) - strlen(path), names[k],
+                           full_time(vals[k], buf, sizeof(buf)));
+        }
+    }
     if (rc) {
         (void)fprintf(stderr, "wisp meter: --since/--until too long\n");
         fleet_fini(&f);
