@@ -561,30 +561,15 @@ static int load_all(struct cloud *c, char *err, size_t errlen)
     return 0;
 }
 
-/* mkdir -p for the data directory (0750), like wispd's; an existing
- * non-folder or a folder that cannot be made is an error naming it. */
+/* The data directory, made like wispd's (mkdir -p, 0750). */
 static int make_data_dir(const char *dir, char *err, size_t errlen)
 {
-    char *copy = strdup(dir);
-    if (!copy)
-        return -ENOMEM;
-    for (char *p = copy + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            (void)mkdir(copy, 0750);
-            *p = '/';
-        }
-    }
-    int rc = 0;
-    struct stat st;
-    if (mkdir(copy, 0750) != 0 && errno != EEXIST)
-        rc = wisp_errf(err, errlen, -errno, "--data %s: cannot create: %s", dir, strerror(errno));
-    else if (stat(copy, &st) != 0)
-        rc = wisp_errf(err, errlen, -errno, "--data %s: %s", dir, strerror(errno));
-    else if (!S_ISDIR(st.st_mode))
-        rc = wisp_errf(err, errlen, -ENOTDIR, "--data %s: not a folder", dir);
-    free(copy);
-    return rc;
+    int rc = wisp_mkdir_p(dir, 0750);
+    if (rc == -EEXIST)
+        return wisp_errf(err, errlen, -ENOTDIR, "--data %s: not a folder", dir);
+    if (rc)
+        return wisp_errf(err, errlen, rc, "--data %s: cannot create: %s", dir, strerror(-rc));
+    return 0;
 }
 
 int cloud_create(const struct cloud_config *cfg, struct cloud **out, char *err, size_t errlen)

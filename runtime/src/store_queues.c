@@ -148,19 +148,26 @@ int wisp_store_outbox_del(struct wisp_store *s, uint64_t seq)
     return st_run_op_flat(s, op_outbox_del, &a, NULL, 0);
 }
 
+/* The counters as committed, read in a read transaction; false when they
+ * cannot be read (the caller falls back on what it has in memory). */
+static bool committed_counters(struct wisp_store *s, struct st_counters *c)
+{
+    MDB_txn *txn = NULL;
+    if (st_view_begin(s, true, &txn))
+        return false;
+    int rc = st_counters_load(s, txn, c);
+    st_view_end(s, txn);
+    return rc == 0;
+}
+
 uint64_t wisp_store_outbox_bytes(struct wisp_store *s)
 {
     if (!s)
         return 0;
-    if (s->batch)
-        return s->cur.outbox_bytes;
-    MDB_txn *txn = NULL;
     struct st_counters c = {0};
-    if (st_view_begin(s, true, &txn))
+    if (s->batch || !committed_counters(s, &c))
         return s->cur.outbox_bytes;
-    int rc = st_counters_load(s, txn, &c);
-    st_view_end(s, txn);
-    return rc ? s->cur.outbox_bytes : c.outbox_bytes;
+    return c.outbox_bytes;
 }
 
 size_t wisp_store_outbox_count(struct wisp_store *s)
@@ -184,13 +191,8 @@ uint64_t wisp_store_meter_last(struct wisp_store *s)
 {
     if (!s)
         return 0;
-    MDB_txn *txn = NULL;
     struct st_counters c = {0};
-    if (st_view_begin(s, true, &txn))
-        return s->com.meter;
-    int rc = st_counters_load(s, txn, &c);
-    st_view_end(s, txn);
-    return rc ? s->com.meter : c.meter;
+    return committed_counters(s, &c) ? c.meter : s->com.meter;
 }
 
 struct meter_ack_arg {

@@ -78,26 +78,16 @@ static int device_hook(void *ud, const struct wisp_fnspec *spec, const struct wi
     return wisp_devices_call(s->devices, spec, req, reading, value, msg, msglen, token);
 }
 
+/* mkdir -p, then check that we can write there. */
 static int make_data_dir(const char *dir, char *err, size_t errlen)
 {
-    char *copy = wisp_strndup(dir, strlen(dir));
-    if (!copy)
-        return -ENOMEM;
-    /* mkdir -p, then check that we can write there. */
-    for (char *p = copy + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
-            (void)mkdir(copy, 0750);
-            *p = '/';
-        }
-    }
-    int rc = 0;
-    if (mkdir(copy, 0750) != 0 && errno != EEXIST)
-        rc = wisp_errf(err, errlen, -errno, "data: cannot create %s: %s", dir, strerror(errno));
-    else if (access(copy, W_OK | X_OK) != 0)
-        rc = wisp_errf(err, errlen, -errno, "data: %s is not writable: %s", dir, strerror(errno));
-    free(copy);
-    return rc;
+    int rc = wisp_mkdir_p(dir, 0750);
+    if (rc)
+        return wisp_errf(err, errlen, rc, "data: cannot create %s: %s", dir,
+                         rc == -EEXIST ? "not a folder" : strerror(-rc));
+    if (access(dir, W_OK | X_OK) != 0)
+        return wisp_errf(err, errlen, -errno, "data: %s is not writable: %s", dir, strerror(errno));
+    return 0;
 }
 
 /* Non-durable triggers subscribe on the Paho connection, durable ones on

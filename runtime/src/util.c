@@ -285,3 +285,27 @@ int wisp_list_dir(const char *dir, const char *suffix, bool missing_ok, char ***
         qsort(*names, *n, sizeof(**names), cmp_names);
     return rc;
 }
+
+int wisp_mkdir_p(const char *dir, unsigned mode)
+{
+    char *copy = wisp_strndup(dir, strlen(dir));
+    if (!copy)
+        return -ENOMEM;
+    for (char *p = copy + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            (void)mkdir(copy, (mode_t)mode);
+            *p = '/';
+        }
+    }
+    struct stat st;
+    int rc = 0;
+    if (mkdir(copy, (mode_t)mode) != 0 && errno != EEXIST)
+        rc = -errno;
+    else if (stat(copy, &st) != 0)
+        rc = -errno;
+    else if (!S_ISDIR(st.st_mode))
+        rc = -EEXIST;
+    free(copy);
+    return rc;
+}

@@ -31,6 +31,9 @@ int wisp_errf(char *err, size_t errlen, int code, const char *fmt, ...)
 char *wisp_strndup(const char *s, size_t len);
 /* malloc'd "a/b" path join; NULL on OOM. */
 char *wisp_path_join(const char *a, const char *b);
+/* mkdir -p dir (each missing folder with mode). 0 when dir is a folder at
+ * the end; -EEXIST when it exists as something else; else -errno. */
+int wisp_mkdir_p(const char *dir, unsigned mode);
 
 /* True when buf[0..len) is well-formed UTF-8 without NUL bytes. */
 bool wisp_utf8_valid(const char *buf, size_t len);
