@@ -288,21 +288,22 @@ int wisp_list_dir(const char *dir, const char *suffix, bool missing_ok, char ***
 
 int wisp_mkdir_p(const char *dir, unsigned mode)
 {
+    if (!dir || !*dir)
+        return -ENOENT;
     char *copy = wisp_strndup(dir, strlen(dir));
     if (!copy)
         return -ENOMEM;
-    for (char *p = copy + 1; *p; p++) {
-        if (*p == '/') {
-            *p = '\0';
+    size_t len = strlen(copy);
+    for (size_t i = 1; i < len; i++) {
+        if (copy[i] == '/') {
+            copy[i] = '\0';
             (void)mkdir(copy, (mode_t)mode);
-            *p = '/';
+            copy[i] = '/';
         }
     }
     struct stat st;
     int rc = 0;
-    if (mkdir(copy, (mode_t)mode) != 0 && errno != EEXIST)
-        rc = -errno;
-    else if (stat(copy, &st) != 0)
+    if ((mkdir(copy, (mode_t)mode) != 0 && errno != EEXIST) || stat(copy, &st) != 0)
         rc = -errno;
     else if (!S_ISDIR(st.st_mode))
         rc = -EEXIST;
