@@ -290,7 +290,7 @@ int wisp_mkdir_p(const char *dir, unsigned mode)
 {
     if (!dir || !*dir)
         return -ENOENT;
-    char *copy = wisp_strndup(dir, strlen(dir));
+    char *copy = strdup(dir);
     if (!copy)
         return -ENOMEM;
     size_t len = strlen(copy);
