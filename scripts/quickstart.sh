@@ -2,7 +2,9 @@
 # Wisp in one command: installs what is missing, builds, starts a private
 # mosquitto on a free loopback port and wispd with the functions in
 # examples/, feeds simulated sensor readings over MQTT, shows what the
-# functions publish, and ends with a one-screen summary.
+# functions publish, and ends with a one-screen summary. Then the fleet:
+# wisp-cloud and two more gateways, a signed canary deploy with `wisp deploy`,
+# and the metering the control plane collected.
 #
 #   scripts/quickstart.sh                 run for 20 seconds
 #   scripts/quickstart.sh --duration 60   or longer (Ctrl-C stops early)
@@ -21,7 +23,7 @@ done
 scripts/install-deps.sh
 echo "== building"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j"$(nproc)" --target wispd wisp example-native-threshold >/dev/null
+cmake --build build -j"$(nproc)" --target wispd wisp wisp-cloud example-native-threshold >/dev/null
 wispd=$root/build/runtime/wispd
 wisp=$root/build/runtime/wisp
 # build/examples holds every example as a complete function folder (the
@@ -38,10 +40,10 @@ stop_all() {
   local rc=$?
   set +e
   if [ -n "${sim_pid:-}" ]; then kill "$sim_pid" 2>/dev/null; fi
-  if [ -n "${wispd_pid:-}" ]; then
-    kill -TERM "$wispd_pid" 2>/dev/null
-    wait "$wispd_pid" 2>/dev/null
-  fi
+  for p in ${wispd_pid:-} ${fleet_pids:-}; do
+    kill -TERM "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
   (exit "$rc")
   test_cleanup
 }
@@ -144,4 +146,39 @@ echo "a sample REPORT line:"
 grep -m1 'mod=report' "$log" | sed 's/^/  /'
 echo "full wispd log: kept only for this run ($log is removed on exit)"
 echo "========================================================================="
-exit "$rc"
+[ "$rc" -eq 0 ] || exit "$rc"
+
+# The fleet: a control plane, two gateways that sync with it, a signed
+# deploy by label with a canary, and the metering it collected.
+echo
+echo "== fleet: wisp-cloud and two gateways (gw-a, gw-b) with cloud sync on the same broker"
+export WISP_CLOUD_TOKEN=quickstart-$RANDOM$RANDOM
+printf '%s\n' "$WISP_CLOUD_TOKEN" >"$TEST_TMP/cloud.token"
+"$wisp" keygen "$TEST_TMP/publisher" >/dev/null
+mkdir -p "$TEST_TMP/trust" "$TEST_TMP/none"
+cp "$TEST_TMP/publisher.pub" "$TEST_TMP/trust/publisher.pem"
+"$root/build/cloud-sync/server/wisp-cloud" --broker "$BROKER_URI" --listen 127.0.0.1:0 \
+  --data "$TEST_TMP/cloud" --token-file "$TEST_TMP/cloud.token" >"$TEST_TMP/cloud.log" 2>&1 &
+fleet_pids=$!
+wait_for 10 "wisp-cloud" test -s "$TEST_TMP/cloud/http.port" || { cat "$TEST_TMP/cloud.log"; exit 1; }
+export WISP_CLOUD_URL=http://127.0.0.1:$(cat "$TEST_TMP/cloud/http.port")
+for gw in gw-a gw-b; do
+  "$wispd" --functions "$TEST_TMP/none" --broker "$BROKER_URI" --data "$TEST_TMP/data-$gw" \
+    --device "$gw" --cloud --cloud-labels site=demo --cloud-trust "$TEST_TMP/trust" \
+    >"$TEST_TMP/$gw.log" 2>&1 &
+  fleet_pids="$fleet_pids $!"
+done
+wait_for 10 "gateways registered" bash -c "'$wisp' devices 2>/dev/null | grep -c '^gw-' | grep -qx 2" ||
+  { cat "$TEST_TMP/cloud.log"; exit 1; }
+"$wisp" devices
+echo "== wisp deploy examples/unit-convert --to site=demo --canary 50% --bake 2s (signed)"
+"$wisp" deploy "$examples/unit-convert" --to site=demo --key "$TEST_TMP/publisher.key" \
+  --canary 50% --bake 2s --wait 30
+for i in 1 2 3 4 5; do
+  mosquitto_pub -h 127.0.0.1 -p "$BROKER_PORT" -t sensors/fleet/temp -m "{\"temp\": 2$i}"
+done
+sleep 1.5 # the gateways send their metering records about once a second
+echo "== wisp devices; wisp meter --by device (records the gateways sent, hash-chained)"
+"$wisp" devices
+"$wisp" meter --by device
+echo "========================================================================="
