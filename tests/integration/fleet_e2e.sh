@@ -149,6 +149,18 @@ rebuilt=$(greeter 7.0.0)
 sed -i 's/"7.0.0")/"7.0.0 rebuilt")/' "$rebuilt/handler.lua"
 "$WISP" deploy "$rebuilt" --to site=plant-3 --key "$key" --wait 30 >/dev/null || fail "deploy of the rebuilt 7.0.0"
 expect_version "7.0.0 rebuilt" e
+# Rolled back by hand from the CLI: every device gets the previous bundle again.
+r8=$(api GET /v1/rollouts | jq -r '.rollouts[0].id')
+"$WISP" rollout rollback "$r8" >/dev/null || fail "wisp rollout rollback $r8"
+wait_for 10 "rollout $r8 rolled back" api_ok "/v1/rollouts/$r8" '.state == "rolled_back"' ||
+  fail "rollback: $(api GET "/v1/rollouts/$r8")"
+prev=$(api GET "/v1/rollouts/$r8" | jq -r '.devices[0].previous')
+for d in gw-1 gw-2 gw-3; do
+  wait_for 10 "$d back on 7.0.0" api_ok "/v1/devices/$d" \
+    ".functions.greeter.bundle == \"$prev\" and .functions.greeter.status == \"active\"" ||
+    fail "$d: $(reported "$d")"
+done
+expect_version 7.0.0 f
 
 # 5. Metering. A device offline: the broker away for 3 s while a timer function on gw-1
 # keeps running; then wisp-cloud down while devices keep invoking, then restarted.
