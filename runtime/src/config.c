@@ -97,7 +97,8 @@ static const struct opt opts[] = {
      "the rest)"},
     {"cloud.enabled", "cloud", OPT_BOOL, OFF(cloud_enabled), "false", 0, 0,
      "fleet sync with the control plane over the broker (wisp/v1/...): desired functions, "
-     "signed bundles, reported state, metering; needs mqtt.client wisp and a tcp:// broker"},
+     "signed bundles, reported state, metering; works with either mqtt.client and with TLS "
+     "brokers (ssl://, mqtts://)"},
     {"cloud.trust", "cloud-trust", OPT_STR, OFF(cloud_trust), "/etc/wisp/trust", 0, 0,
      "folder of trusted publisher keys (*.pem, P-256) that bundles must be signed with"},
     {"cloud.dev_unsigned", NULL, OPT_BOOL, OFF(cloud_dev_unsigned), "false", 0, 0,
@@ -346,12 +347,6 @@ static int check_cloud(const struct wisp_config *c, char *err, size_t errlen)
                          "device: with cloud.enabled it must be 1 to 64 of A-Z a-z 0-9 . _ -, "
                          "got \"%s\"",
                          c->device);
-    bool tcp = strncmp(c->broker, "tcp://", 6) == 0 || strncmp(c->broker, "mqtt://", 7) == 0;
-    if (strcmp(c->mqtt_client, "wisp") != 0 || !tcp)
-        return wisp_errf(err, errlen, -EINVAL,
-                         "cloud.enabled: cloud sync needs mqtt.client wisp and a tcp:// broker "
-                         "for now (mqtt.client is %s, broker %s)",
-                         c->mqtt_client, c->broker);
     return 0;
 }
 

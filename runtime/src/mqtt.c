@@ -360,6 +360,7 @@ static int connect_call(struct wisp_mqtt *m)
     MQTTAsync_connectOptions co = MQTTAsync_connectOptions_initializer;
     MQTTAsync_connectOptions co5 = MQTTAsync_connectOptions_initializer5;
     MQTTAsync_SSLOptions ssl = MQTTAsync_SSLOptions_initializer;
+    MQTTAsync_willOptions will = MQTTAsync_willOptions_initializer;
     MQTTProperties props = MQTTProperties_initializer;
     bool v5 = m->version == MQTTVERSION_5;
     if (v5) {
@@ -385,6 +386,13 @@ static int connect_call(struct wisp_mqtt *m)
     co.automaticReconnect = 1;
     co.minRetryInterval = retry_s(m->reconnect_min_ms);
     co.maxRetryInterval = retry_s(m->reconnect_max_ms);
+    if (m->will_topic) {
+        will.topicName = m->will_topic;
+        will.message = m->will_payload;
+        will.qos = m->will_qos;
+        will.retained = m->will_retain;
+        co.will = &will;
+    }
     if (m->tls) {
         ssl.trustStore = m->tls_ca;
         ssl.keyStore = m->tls_cert;
@@ -527,6 +535,8 @@ void wisp_mqtt_destroy(struct wisp_mqtt *m, int timeout_ms)
     free(m->username);
     free(m->password);
     free(m->tls_ca);
+    free(m->will_topic);
+    free(m->will_payload);
     free(m->tls_cert);
     free(m->tls_key);
     if (m->efd >= 0)

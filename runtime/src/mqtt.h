@@ -50,6 +50,12 @@ struct wisp_mqtt_config {
                                   redeliver later (backpressure); default 10000 */
     uint32_t session_expiry_s; /* MQTT 5 with clean_start 0: how long the broker keeps the
                                   session after a disconnect; default 86400 */
+    /* Last Will, sent by the broker when the connection dies without a
+     * DISCONNECT; will_topic NULL: none. will_payload is a string. */
+    const char *will_topic;
+    const char *will_payload;
+    int will_qos; /* 0, 1 or 2 */
+    int will_retain;
 };
 
 /* An inbound message or a connection-state change, handed to the loop. */

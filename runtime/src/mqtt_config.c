@@ -162,5 +162,14 @@ int mqtt_load_config(struct wisp_mqtt *m, const struct wisp_mqtt_config *c, char
         (m->tls && (copy_str(&m->tls_ca, c->tls_ca) || copy_str(&m->tls_cert, c->tls_cert) ||
                     copy_str(&m->tls_key, c->tls_key))))
         return wisp_errf(err, errlen, -ENOMEM, "mqtt: out of memory");
+    if (c->will_topic) {
+        if (c->will_qos < 0 || c->will_qos > 2)
+            return wisp_errf(err, errlen, -EINVAL, "mqtt: will_qos must be 0, 1 or 2");
+        if (copy_str(&m->will_topic, c->will_topic) ||
+            copy_str(&m->will_payload, c->will_payload ? c->will_payload : ""))
+            return wisp_errf(err, errlen, -ENOMEM, "mqtt: out of memory");
+        m->will_qos = c->will_qos;
+        m->will_retain = c->will_retain != 0;
+    }
     return 0;
 }

@@ -51,6 +51,8 @@ struct wisp_mqtt {
     char *paho_uri; /* mqtt:// and mqtts:// spelled tcp:// and ssl:// for Paho */
     char *client_id, *username, *password;
     char *tls_ca, *tls_cert, *tls_key;
+    char *will_topic, *will_payload; /* NULL: no Last Will */
+    int will_qos, will_retain;
     bool tls;
     int tls_insecure;
     int version; /* MQTTVERSION_3_1_1 or MQTTVERSION_5 */

@@ -59,7 +59,12 @@ static int agent_publish_hook(void *ud, const char *topic, const void *payload, 
                               bool retain, uint64_t token)
 {
     struct sup *s = ud;
-    return wisp_durable_publish_agent(s->durable, topic, payload, len, qos, retain, token);
+    if (s->own)
+        return wisp_durable_publish_agent(s->durable, topic, payload, len, qos, retain, token);
+    /* Paho keeps a copy of a QoS 1 message and sends it again after a
+     * reconnect; the agent only logs completions, so none is tracked. */
+    (void)token;
+    return wisp_mqtt_publish(s->mqtt, topic, payload, len, qos, retain ? 1 : 0);
 }
 
 static void report_hook(void *ud, const struct wisp_fnspec *spec, const char *event_id,
@@ -131,7 +136,9 @@ static void update_subscriptions(struct sup *s)
             subs.durable = false;
             wisp_pool_foreach(s->pool, wisp_subs_add_spec, &subs);
         }
-        if (durable && s->agent)
+        /* The agent's filters go on the connection that carries its Last
+         * Will: the own session, or Paho. */
+        if (s->agent && durable == (s->own ? 1 : 0))
             wisp_agent_foreach_filter(s->agent, add_agent_filter, &subs);
         wisp_subs_reduce(&subs);
         const char *const *f = (const char *const *)subs.filters;
@@ -217,11 +224,19 @@ static void on_mqtt(void *ud, int fd, uint32_t events)
     size_t max_payload = (size_t)s->cfg->max_payload_kb * 1024u;
     for (struct wisp_mqtt_msg *m = chain; m; m = m->next) {
         if (m->kind == WISP_MQTT_CONNECTED) {
+            if (s->agent)
+                wisp_agent_on_connected(s->agent);
             wisp_durable_on_connected(s->durable);
         } else if (m->kind == WISP_MQTT_LOST) {
-            continue;
+            if (s->agent)
+                wisp_agent_on_lost(s->agent);
         } else if (m->kind == WISP_MQTT_DELIVERED) {
             wisp_durable_on_delivered(s->durable, m->token, m->ok != 0);
+        } else if (s->agent && wisp_agent_on_message(s->agent, m->topic, m->topic_len, m->payload,
+                                                     m->payload_len)) {
+            /* Fleet sync (wisp/v1/...) first: bundles are larger than
+             * events.max_payload_kb, and the agent's topics are not events. */
+            continue;
         } else if (m->payload_len > max_payload) {
             if (s->oversize++ % 100 == 0)
                 log_warn("dropped a %zu-byte message on %s: larger than events.max_payload_kb "
@@ -333,6 +348,12 @@ static int start_mqtt(struct sup *s)
         .max_buffered = c->max_buffered,
         .max_queued = (size_t)c->queue_max,
     };
+    if (s->agent) {
+        /* Cloud sync: the broker marks the device offline when the link dies. */
+        wisp_agent_will(s->agent, &mc.will_topic, &mc.will_payload);
+        mc.will_qos = 1;
+        mc.will_retain = 1;
+    }
     char err[512];
     int rc = wisp_mqtt_create(&mc, &s->mqtt, err, sizeof(err));
     if (rc) {
@@ -435,16 +456,15 @@ static int start_agent(struct sup *s)
 {
     char err[1024];
     struct wisp_agent_hooks ah = {.publish = agent_publish_hook, .ud = s};
-    if (!s->own) {
-        log_error("cloud.enabled: cloud sync needs mqtt.client wisp and a tcp:// broker for now");
-        return -EINVAL;
-    }
     if (wisp_agent_create(s->cfg, wisp_durable_store(s->durable), &ah, &s->agent, err,
                           sizeof(err)) != 0) {
         log_error("%s", err);
         return -EINVAL;
     }
-    wisp_durable_set_agent(s->durable, s->agent);
+    /* With Paho the agent rides on the Paho connection (on_mqtt); a
+     * durable session beside it carries durable triggers only. */
+    if (s->own)
+        wisp_durable_set_agent(s->durable, s->agent);
     return 0;
 }
 

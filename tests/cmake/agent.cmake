@@ -4,3 +4,4 @@
 wisp_unit_test(test_agent)
 target_include_directories(test_agent PRIVATE ${PROJECT_SOURCE_DIR}/cloud-sync/agent)
 wisp_integration_test(agent_device)
+wisp_integration_test(agent_tls)
