@@ -82,9 +82,8 @@ cJSON *wisp_prov_merge_config(const cJSON *existing, const struct wisp_prov_inpu
         }
     }
     /* A device given a fleet token or trusted keys is managed by the control
-     * plane: wispd syncs with it (cloud sync speaks through wispd's own MQTT
-     * client, which takes tcp:// brokers; a TLS broker keeps it off). */
-    if (ok && !in->tls && (in->fleet_token || in->has_trusted)) {
+     * plane: wispd syncs with it. */
+    if (ok && (in->fleet_token || in->has_trusted)) {
         cJSON *cloud = object(c, "cloud");
         ok = cloud && set(cloud, "enabled", cJSON_CreateTrue()) &&
              set_path(cloud, "identity", o->etc, "device.json") &&
