@@ -210,9 +210,9 @@ static void print_registration(const struct wisp_prov_plan *p)
     const struct wisp_prov_item *reg = &p->items[p->register_item];
     if (reg->change != WISP_PROV_CREATE && reg->change != WISP_PROV_UPDATE)
         return;
-    (void)printf("wisp-provision: registration: the request waits in %s for the device agent,\n"
-                 "  which will send it to the control plane. Neither exists yet: this device\n"
-                 "  is not registered anywhere.\n",
+    (void)printf("wisp-provision: registration: wispd (cloud sync on) registers this device with\n"
+                 "  the control plane when it first reaches the broker, with its labels and\n"
+                 "  fleet token (the request is also kept in %s)\n",
                  reg->path);
 }
 

@@ -426,8 +426,15 @@ static void test_fresh(void)
     write_input(&r, &full);
     CHECK_INT_EQ(run(&r, NULL), 0);
     CHECK_CONTAINS(out, "new device key");
-    CHECK_CONTAINS(out, "not registered");
+    CHECK_CONTAINS(out, "registers this device with");
     check_fresh_files(&r);
+    /* A fleet token and trusted keys make it fleet-managed. */
+    cJSON *cfg = read_json(r.etc, "wispd.json");
+    const cJSON *cloud = cJSON_GetObjectItemCaseSensitive(cfg, "cloud");
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(cloud, "enabled")));
+    CHECK_CONTAINS(cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(cloud, "identity")),
+                   "device.json");
+    cJSON_Delete(cfg);
     check_device_key(&r);
 
     cJSON *dev = read_json(r.etc, "device.json");
