@@ -194,6 +194,30 @@ static void add_managed(void *ud, const char *name, const char *dir)
     set->specs[set->n++] = spec;
 }
 
+/* Durable triggers need wispd's own MQTT client (it acknowledges a message
+ * only after the inbox commit), which speaks plain TCP. On a TLS broker
+ * they are served through Paho like the others, acknowledged on receipt,
+ * and each function says so once per load. */
+static void tls_without_inbox(struct sup *s, struct wisp_fnspec **specs, size_t n)
+{
+    if (s->own)
+        return;
+    bool tls = strncmp(s->cfg->broker, "ssl://", 6) == 0 ||
+               strncmp(s->cfg->broker, "mqtts://", 8) == 0 ||
+               strncmp(s->cfg->broker, "wss://", 6) == 0;
+    for (size_t i = 0; tls && i < n; i++) {
+        for (size_t k = 0; k < specs[i]->n_triggers; k++) {
+            struct wisp_trigger *t = &specs[i]->triggers[k];
+            if (t->kind != &wisp_trigger_mqtt || !t->durable)
+                continue;
+            t->durable = false;
+            log_warn("%s: trigger on %s: durable delivery (inbox before PUBACK) needs a tcp:// "
+                     "broker; on %s its QoS %d messages are acknowledged on receipt",
+                     specs[i]->name, t->topic, s->cfg->broker, t->qos);
+        }
+    }
+}
+
 static int load_functions(struct sup *s, bool initial)
 {
     struct wisp_registry_scan scan;
@@ -209,6 +233,7 @@ static int load_functions(struct sup *s, bool initial)
         wisp_agent_foreach_managed(s->agent, add_managed, &set);
     log_info("%s %s: %zu function(s) loaded, %zu rejected%s", initial ? "loaded" : "reloaded",
              s->cfg->functions, local, scan.n_rejected, s->agent ? " (plus managed ones)" : "");
+    tls_without_inbox(s, set.specs, set.n);
     wisp_pool_set_functions(s->pool, set.specs, set.n);
     free(set.specs); /* the specs themselves now belong to the pool */
     wisp_devices_set_functions(s->devices);
