@@ -3,18 +3,38 @@
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bundle.h"
 #include "fnspec.h"
 #include "sign.h"
+#include "util.h"
 #include "wisp_cli.h"
 
 enum { ERR_CAP = 2048 };
 
-static bool is_help(int argc, char **argv)
+bool wisp_cli_is_help(int argc, char **argv)
 {
     return argc > 0 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0);
+}
+
+int wisp_cli_pack(const char *dir, const char *out, char **name_version, char *err, size_t errlen)
+{
+    struct wisp_fnspec *spec = NULL;
+    int rc = wisp_fnspec_load(dir, &spec, err, errlen);
+    if (rc) {
+        char why[ERR_CAP];
+        (void)snprintf(why, sizeof(why), "%s", err);
+        return wisp_errf(err, errlen, rc, "invalid function: %s", why);
+    }
+    rc = wisp_bundle_pack(dir, spec->name, spec->version, out, err, errlen);
+    if (!rc && name_version && asprintf(name_version, "%s %s", spec->name, spec->version) < 0) {
+        *name_version = NULL;
+        rc = -ENOMEM;
+    }
+    wisp_fnspec_destroy(spec);
+    return rc;
 }
 
 /* Splits argv into one positional argument and the values of the named
@@ -61,7 +81,7 @@ static bool parse_args(const char *cmd, int argc, char **argv, const char **pos,
 int wisp_cmd_keygen(int argc, char **argv)
 {
     char err[ERR_CAP];
-    if (is_help(argc, argv) || argc != 1) {
+    if (wisp_cli_is_help(argc, argv) || argc != 1) {
         (void)fprintf(argc == 1 ? stdout : stderr,
                       "Usage: wisp keygen OUT_PREFIX\n\n"
                       "Writes a new ECDSA P-256 signing key: OUT_PREFIX.key (private, mode 0600)\n"
@@ -82,7 +102,7 @@ int wisp_cmd_bundle(int argc, char **argv)
     static const char *names[] = {"-o"};
     const char *vals[1] = {NULL}, *dir = NULL;
     char err[ERR_CAP];
-    if (is_help(argc, argv)) {
+    if (wisp_cli_is_help(argc, argv)) {
         printf("Usage: wisp bundle DIR -o FILE\n\n"
                "Checks the function in DIR like `wisp validate`, then packs the folder (every\n"
                "non-hidden file; no symlinks) into the bundle FILE. Sign it with `wisp sign`.\n");
@@ -90,17 +110,13 @@ int wisp_cmd_bundle(int argc, char **argv)
     }
     if (!parse_args("bundle", argc, argv, &dir, names, vals, 1, NULL))
         return 2;
-    struct wisp_fnspec *spec = NULL;
-    if (wisp_fnspec_load(dir, &spec, err, sizeof(err)) != 0) {
-        (void)fprintf(stderr, "wisp bundle: invalid function: %s\n", err);
-        return 1;
-    }
-    int rc = wisp_bundle_pack(dir, spec->name, spec->version, vals[0], err, sizeof(err));
+    char *what = NULL;
+    int rc = wisp_cli_pack(dir, vals[0], &what, err, sizeof(err));
     if (rc == 0)
-        printf("bundled %s %s into %s\n", spec->name, spec->version, vals[0]);
+        printf("bundled %s into %s\n", what, vals[0]);
     else
         (void)fprintf(stderr, "wisp bundle: %s\n", err);
-    wisp_fnspec_destroy(spec);
+    free(what);
     return rc == 0 ? 0 : 1;
 }
 
@@ -109,7 +125,7 @@ int wisp_cmd_sign(int argc, char **argv)
     static const char *names[] = {"--key"};
     const char *vals[1] = {NULL}, *file = NULL;
     char err[ERR_CAP];
-    if (is_help(argc, argv)) {
+    if (wisp_cli_is_help(argc, argv)) {
         printf("Usage: wisp sign FILE --key KEY\n\n"
                "Writes FILE.sig: an ECDSA P-256 / SHA-256 signature (DER) of FILE with the\n"
                "private key KEY (PEM), the same as `openssl dgst -sha256 -sign KEY`.\n");
@@ -178,7 +194,7 @@ int wisp_cmd_verify(int argc, char **argv)
     static const char *names[] = {"--trust"};
     const char *vals[1] = {NULL}, *file = NULL;
     bool dev = false;
-    if (is_help(argc, argv)) {
+    if (wisp_cli_is_help(argc, argv)) {
         printf("Usage: wisp verify FILE --trust DIR [--dev-unsigned]\n\n"
                "Checks FILE.sig against every *.pem public key in DIR and every file in the\n"
                "bundle against its manifest, then prints the manifest. --dev-unsigned accepts\n"
@@ -200,7 +216,7 @@ int wisp_cmd_unpack(int argc, char **argv)
     static const char *names[] = {"--trust", "-o"};
     const char *vals[2] = {NULL, NULL}, *file = NULL;
     bool dev = false;
-    if (is_help(argc, argv)) {
+    if (wisp_cli_is_help(argc, argv)) {
         printf("Usage: wisp unpack FILE --trust DIR -o OUT_DIR [--dev-unsigned]\n\n"
                "Verifies FILE like `wisp verify`, then writes its files into the new folder\n"
                "OUT_DIR (which must not exist): all of them, checked and synced, or nothing.\n");

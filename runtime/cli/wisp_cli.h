@@ -3,6 +3,15 @@
 #ifndef WISP_CLI_H
 #define WISP_CLI_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
+/* True when the first argument asks for help (--help or -h). */
+bool wisp_cli_is_help(int argc, char **argv);
+/* Checks the function in dir with wispd's loader and packs it into the
+ * bundle file out; *name_version (may be NULL) gets "name version". */
+int wisp_cli_pack(const char *dir, const char *out, char **name_version, char *err, size_t errlen);
+
 int wisp_cmd_state(int argc, char **argv);
 int wisp_cmd_dlq(int argc, char **argv);
 int wisp_cmd_backup(int argc, char **argv);

@@ -12,8 +12,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bundle.h"
-#include "fnspec.h"
 #include "http_client.h"
 #include "sign.h"
 #include "util.h"
@@ -363,14 +361,10 @@ static int build_message(const char *bundle, bool dev_unsigned, char **msg, size
 static char *pack_dir(const char *dir, const char *key, const char *tmpdir, char *err,
                       size_t errlen)
 {
-    struct wisp_fnspec *spec = NULL;
     char *out = wisp_path_join(tmpdir, "bundle.wb");
-    int rc = out ? wisp_fnspec_load(dir, &spec, err, errlen) : -ENOMEM;
-    if (!rc)
-        rc = wisp_bundle_pack(dir, spec->name, spec->version, out, err, errlen);
+    int rc = out ? wisp_cli_pack(dir, out, NULL, err, errlen) : -ENOMEM;
     if (!rc && key)
         rc = wisp_sign_file(out, key, err, errlen);
-    wisp_fnspec_destroy(spec);
     if (rc) {
         free(out);
         return NULL;
@@ -511,7 +505,7 @@ int wisp_cmd_deploy(int argc, char **argv)
 {
     struct fleet f;
     struct deploy_opts o;
-    if (argc > 0 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
+    if (wisp_cli_is_help(argc, argv)) {
         printf("%s\n%s", deploy_help, common_help);
         return 0;
     }
@@ -592,7 +586,7 @@ static const char rollout_help[] =
 int wisp_cmd_rollout(int argc, char **argv)
 {
     struct fleet f;
-    if (argc == 0 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
+    if (argc == 0 || wisp_cli_is_help(argc, argv)) {
         (void)fprintf(argc ? stdout : stderr, "%s\n%s", rollout_help, common_help);
         return argc ? 0 : 2;
     }
@@ -662,7 +656,7 @@ static void print_device(const cJSON *d)
 int wisp_cmd_devices(int argc, char **argv)
 {
     struct fleet f;
-    if (argc > 0 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
+    if (wisp_cli_is_help(argc, argv)) {
         printf("Usage: wisp devices [--label k=v[,k2=v2]]\n\n"
                "The registered devices: online or not, labels, last contact and the managed\n"
                "functions each one runs (name@version(status)).\n\n%s",
@@ -748,7 +742,7 @@ static const char *full_time(const char *t, char *buf, size_t cap)
 int wisp_cmd_meter(int argc, char **argv)
 {
     struct fleet f;
-    if (argc > 0 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
+    if (wisp_cli_is_help(argc, argv)) {
         printf("%s\n%s", meter_help, common_help);
         return 0;
     }

@@ -194,18 +194,19 @@ static void add_managed(void *ud, const char *name, const char *dir)
     set->specs[set->n++] = spec;
 }
 
+/* wispd's own MQTT client (msess.c) speaks plain TCP only. */
+static bool own_client_takes(const char *broker)
+{
+    return strncmp(broker, "tcp://", 6) == 0 || strncmp(broker, "mqtt://", 7) == 0;
+}
+
 /* Durable triggers need wispd's own MQTT client (it acknowledges a message
- * only after the inbox commit), which speaks plain TCP. On a TLS broker
- * they are served through Paho like the others, acknowledged on receipt,
- * and each function says so once per load. */
+ * only after the inbox commit). On a broker it cannot reach (TLS) they are
+ * served through Paho like the others, acknowledged on receipt, and each
+ * function says so once per load. */
 static void tls_without_inbox(struct sup *s, struct wisp_fnspec **specs, size_t n)
 {
-    if (s->own)
-        return;
-    bool tls = strncmp(s->cfg->broker, "ssl://", 6) == 0 ||
-               strncmp(s->cfg->broker, "mqtts://", 8) == 0 ||
-               strncmp(s->cfg->broker, "wss://", 6) == 0;
-    for (size_t i = 0; tls && i < n; i++) {
+    for (size_t i = 0; !own_client_takes(s->cfg->broker) && i < n; i++) {
         for (size_t k = 0; k < specs[i]->n_triggers; k++) {
             struct wisp_trigger *t = &specs[i]->triggers[k];
             if (t->kind != &wisp_trigger_mqtt || !t->durable)
@@ -514,8 +515,7 @@ int wisp_supervisor_run(const struct wisp_config *cfg)
         goto out;
     }
     /* The own client speaks plain TCP only; TLS brokers go through Paho. */
-    s.own = strcmp(cfg->mqtt_client, "wisp") == 0 &&
-            (strncmp(cfg->broker, "tcp://", 6) == 0 || strncmp(cfg->broker, "mqtt://", 7) == 0);
+    s.own = strcmp(cfg->mqtt_client, "wisp") == 0 && own_client_takes(cfg->broker);
     struct wisp_pool_config pc = {
         .outbox_qos1 = s.own, /* the own client resends nothing by itself */
         .max_executors = (unsigned)cfg->executors_max,

@@ -9,7 +9,25 @@ wisp_unit_test(test_topic)
 # that they carry the fuzzer's coverage instrumentation; wispcore does not.
 if(CMAKE_C_COMPILER_ID STREQUAL "Clang")
   set(WISP_FUZZ_FLAGS -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer)
-  add_executable(fuzz_fnspec
+  # wisp_fuzz_target(NAME CORPUS SOURCES...): a libFuzzer target run for 20 s
+  # by the suite on fuzz/corpus/CORPUS. libFuzzer adds what it finds to the
+  # first corpus directory: it gets a copy in the build tree, so that the
+  # checked-in seeds stay as they are.
+  function(wisp_fuzz_target name corpus)
+    add_executable(${name} ${ARGN})
+    target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/runtime/src)
+    target_compile_options(${name} PRIVATE ${WISP_FUZZ_FLAGS})
+    target_link_options(${name} PRIVATE ${WISP_FUZZ_FLAGS})
+    set(work ${CMAKE_CURRENT_BINARY_DIR}/${name}_corpus)
+    file(MAKE_DIRECTORY ${work})
+    add_test(NAME ${name}
+      COMMAND ${name} -max_total_time=20 -timeout=10 -rss_limit_mb=2048
+              -max_len=4096 -print_final_stats=1
+              ${work} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/${corpus})
+    set_tests_properties(${name} PROPERTIES LABELS "fuzz" TIMEOUT 120)
+  endfunction()
+
+  wisp_fuzz_target(fuzz_fnspec fnspec
     fuzz/fuzz_fnspec.c
     ${PROJECT_SOURCE_DIR}/runtime/src/fnspec.c
     ${PROJECT_SOURCE_DIR}/runtime/src/fnspec_json.c
@@ -21,27 +39,14 @@ if(CMAKE_C_COMPILER_ID STREQUAL "Clang")
     ${PROJECT_SOURCE_DIR}/runtime/src/schedule.c
     ${PROJECT_SOURCE_DIR}/runtime/src/topic.c
     ${PROJECT_SOURCE_DIR}/runtime/src/util.c)
-  target_include_directories(fuzz_fnspec PRIVATE ${PROJECT_SOURCE_DIR}/runtime/src)
-  target_compile_options(fuzz_fnspec PRIVATE ${WISP_FUZZ_FLAGS})
-  target_link_options(fuzz_fnspec PRIVATE ${WISP_FUZZ_FLAGS})
   target_link_libraries(fuzz_fnspec PRIVATE cjson)
-
-  # libFuzzer adds what it finds to the first corpus directory: give it a
-  # copy in the build tree so that the checked-in seeds stay as they are.
-  set(WISP_FNSPEC_CORPUS ${CMAKE_CURRENT_BINARY_DIR}/fuzz_fnspec_corpus)
-  file(MAKE_DIRECTORY ${WISP_FNSPEC_CORPUS})
-  add_test(NAME fuzz_fnspec
-    COMMAND fuzz_fnspec -max_total_time=20 -timeout=10 -rss_limit_mb=2048
-            -max_len=4096 -print_final_stats=1
-            ${WISP_FNSPEC_CORPUS} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/fnspec)
-  set_tests_properties(fuzz_fnspec PROPERTIES LABELS "fuzz" TIMEOUT 120)
 
   # The fleet protocol's parsers of untrusted input (tests/fuzz/fuzz_fleet.c):
   # the agent's and the control plane's message parsers, compiled here for
   # coverage; the rest (util, log, rollouts, ...) comes from the libraries,
   # whose copies of these files are then not linked in.
   set(WISP_SYNC_DIR ${PROJECT_SOURCE_DIR}/cloud-sync)
-  add_executable(fuzz_fleet
+  wisp_fuzz_target(fuzz_fleet fleet
     fuzz/fuzz_fleet.c
     ${WISP_SYNC_DIR}/agent/agent_active.c
     ${WISP_SYNC_DIR}/agent/agent_bundle.c
@@ -51,17 +56,7 @@ if(CMAKE_C_COMPILER_ID STREQUAL "Clang")
     ${WISP_SYNC_DIR}/server/cloud_labels.c
     ${WISP_SYNC_DIR}/server/cloud_meter.c
     ${WISP_SYNC_DIR}/server/cloud_msg.c)
-  target_include_directories(fuzz_fleet PRIVATE ${PROJECT_SOURCE_DIR}/runtime/src
+  target_include_directories(fuzz_fleet PRIVATE
     ${WISP_SYNC_DIR}/agent ${WISP_SYNC_DIR}/server ${WISP_SYNC_DIR}/common)
-  target_compile_options(fuzz_fleet PRIVATE ${WISP_FUZZ_FLAGS})
-  target_link_options(fuzz_fleet PRIVATE ${WISP_FUZZ_FLAGS})
   target_link_libraries(fuzz_fleet PRIVATE wispcloud cjson)
-
-  set(WISP_FLEET_CORPUS ${CMAKE_CURRENT_BINARY_DIR}/fuzz_fleet_corpus)
-  file(MAKE_DIRECTORY ${WISP_FLEET_CORPUS})
-  add_test(NAME fuzz_fleet
-    COMMAND fuzz_fleet -max_total_time=20 -timeout=10 -rss_limit_mb=2048
-            -max_len=4096 -print_final_stats=1
-            ${WISP_FLEET_CORPUS} ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/fleet)
-  set_tests_properties(fuzz_fleet PROPERTIES LABELS "fuzz" TIMEOUT 120)
 endif()
