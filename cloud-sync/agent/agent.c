@@ -30,33 +30,6 @@ int agent_publish(struct wisp_agent *a, const char *topic, const char *payload, 
 
 /* ---- identity and labels ---- */
 
-static int labels_from_string(cJSON *obj, const char *s)
-{
-    while (*s) {
-        const char *end = strchr(s, ',');
-        size_t n = end ? (size_t)(end - s) : strlen(s);
-        const char *eq = memchr(s, '=', n);
-        if (!eq || eq == s)
-            return -EINVAL;
-        char *k = wisp_strndup(s, (size_t)(eq - s));
-        char *v = wisp_strndup(eq + 1, n - (size_t)(eq + 1 - s));
-        cJSON *item = v ? cJSON_CreateString(v) : NULL;
-        int rc = k && item ? 0 : -ENOMEM;
-        if (rc == 0) {
-            cJSON_DeleteItemFromObjectCaseSensitive(obj, k);
-            cJSON_AddItemToObject(obj, k, item);
-        } else {
-            cJSON_Delete(item);
-        }
-        free(k);
-        free(v);
-        if (rc)
-            return rc;
-        s += n + (end ? 1 : 0);
-    }
-    return 0;
-}
-
 static int identity_fields(struct wisp_agent *a, const cJSON *root, const char *path, char *err,
                            size_t errlen)
 {
@@ -119,7 +92,7 @@ static int setup_identity(struct wisp_agent *a, char *err, size_t errlen)
         cJSON_Delete(a->labels);
         if (!(a->labels = cJSON_CreateObject()))
             return -ENOMEM;
-        if (labels_from_string(a->labels, c->cloud_labels) != 0)
+        if (wisp_config_labels(c->cloud_labels, a->labels) != 0)
             return wisp_errf(err, errlen, -EINVAL,
                              "cloud.labels: must be k=v pairs separated by commas, got \"%s\"",
                              c->cloud_labels);
@@ -133,18 +106,16 @@ static int setup_identity(struct wisp_agent *a, char *err, size_t errlen)
 
 static int make_dirs(struct wisp_agent *a, char *err, size_t errlen)
 {
-    a->deploy_dir = wisp_path_join(a->cfg->data, "deploy");
-    a->bundles_dir = a->deploy_dir ? wisp_path_join(a->deploy_dir, "bundles") : NULL;
-    a->tmp_dir = a->deploy_dir ? wisp_path_join(a->deploy_dir, "tmp") : NULL;
-    a->active_path = a->deploy_dir ? wisp_path_join(a->deploy_dir, "active.json") : NULL;
+    char *deploy = wisp_path_join(a->cfg->data, "deploy");
+    a->bundles_dir = deploy ? wisp_path_join(deploy, "bundles") : NULL;
+    a->tmp_dir = deploy ? wisp_path_join(deploy, "tmp") : NULL;
+    a->active_path = deploy ? wisp_path_join(deploy, "active.json") : NULL;
+    free(deploy);
     if (!a->bundles_dir || !a->tmp_dir || !a->active_path)
         return -ENOMEM;
-    const char *dirs[] = {a->deploy_dir, a->bundles_dir};
-    for (size_t i = 0; i < WISP_ARRAY_LEN(dirs); i++) {
-        if (mkdir(dirs[i], 0750) != 0 && errno != EEXIST)
-            return wisp_errf(err, errlen, -errno, "%s: cannot create: %s", dirs[i],
-                             strerror(errno));
-    }
+    int rc = wisp_mkdir_p(a->bundles_dir, 0750); /* and deploy_dir */
+    if (rc)
+        return wisp_errf(err, errlen, rc, "%s: cannot create: %s", a->bundles_dir, strerror(-rc));
     (void)agent_rmtree(a->tmp_dir); /* what an interrupted fetch left */
     return 0;
 }
@@ -242,7 +213,6 @@ void wisp_agent_destroy(struct wisp_agent *a)
     agent_state_fini(&a->st);
     cJSON_Delete(a->labels);
     free(a->token);
-    free(a->deploy_dir);
     free(a->bundles_dir);
     free(a->tmp_dir);
     free(a->active_path);
@@ -398,24 +368,19 @@ static int send_hello(struct wisp_agent *a)
     return publish_json(a, a->topic_hello, o, true);
 }
 
-static cJSON *str_or_null(const char *s)
-{
-    return s && *s ? cJSON_CreateString(s) : cJSON_CreateNull();
-}
-
 static cJSON *reported_fn(const struct agent_fn *f)
 {
     cJSON *o = cJSON_CreateObject();
     if (!o)
         return NULL;
-    cJSON_AddItemToObject(o, "bundle", str_or_null(f->bundle));
-    cJSON_AddItemToObject(o, "version", str_or_null(f->version));
+    cJSON_AddItemToObject(o, "bundle", agent_str_or_null(f->bundle));
+    cJSON_AddItemToObject(o, "version", agent_str_or_null(f->version));
     cJSON_AddStringToObject(o, "status", agent_status_name(f->status));
-    cJSON_AddItemToObject(o, "previous", str_or_null(f->previous));
-    cJSON_AddItemToObject(o, "desired", str_or_null(f->desired));
+    cJSON_AddItemToObject(o, "previous", agent_str_or_null(f->previous));
+    cJSON_AddItemToObject(o, "desired", agent_str_or_null(f->desired));
     cJSON_AddNumberToObject(o, "invocations", (double)f->invocations);
     cJSON_AddNumberToObject(o, "errors", (double)f->errors);
-    cJSON_AddItemToObject(o, "error", str_or_null(f->error));
+    cJSON_AddItemToObject(o, "error", agent_str_or_null(f->error));
     return o;
 }
 
@@ -434,7 +399,7 @@ static int send_reported(struct wisp_agent *a)
     add_time(o);
     cJSON_AddStringToObject(o, "wispd", WISP_VERSION);
     cJSON_AddNumberToObject(o, "generation", (double)a->st.generation);
-    cJSON_AddItemToObject(o, "rollout", str_or_null(a->st.rollout));
+    cJSON_AddItemToObject(o, "rollout", agent_str_or_null(a->st.rollout));
     cJSON_AddItemToObject(o, "labels", cJSON_Duplicate(a->labels, 1));
     for (size_t i = 0; i < a->st.n; i++)
         cJSON_AddItemToObject(fns, a->st.fns[i].name, reported_fn(&a->st.fns[i]));
@@ -500,9 +465,14 @@ unsigned wisp_agent_tick(struct wisp_agent *a, uint64_t now)
     return flags;
 }
 
+int agent_ms_until(uint64_t due, uint64_t now)
+{
+    return due > now ? (int)((due - now + 999999u) / 1000000u) : 0;
+}
+
 static int earlier(int t, uint64_t due, uint64_t now)
 {
-    int ms = due > now ? (int)((due - now + 999999u) / 1000000u) : 0;
+    int ms = agent_ms_until(due, now);
     return t < 0 || ms < t ? ms : t;
 }
 

@@ -122,7 +122,7 @@ void agent_fn_mark_bad(struct agent_fn *f, const char *sha)
 
 /* ---- JSON ---- */
 
-static cJSON *str_or_null(const char *s)
+cJSON *agent_str_or_null(const char *s)
 {
     return s && *s ? cJSON_CreateString(s) : cJSON_CreateNull();
 }
@@ -136,13 +136,13 @@ static cJSON *fn_to_json(const struct agent_fn *f)
         cJSON_Delete(bad);
         return NULL;
     }
-    cJSON_AddItemToObject(o, "bundle", str_or_null(f->bundle));
-    cJSON_AddItemToObject(o, "version", str_or_null(f->version));
-    cJSON_AddItemToObject(o, "previous", str_or_null(f->previous));
-    cJSON_AddItemToObject(o, "previous_version", str_or_null(f->prev_version));
-    cJSON_AddItemToObject(o, "desired", str_or_null(f->desired));
+    cJSON_AddItemToObject(o, "bundle", agent_str_or_null(f->bundle));
+    cJSON_AddItemToObject(o, "version", agent_str_or_null(f->version));
+    cJSON_AddItemToObject(o, "previous", agent_str_or_null(f->previous));
+    cJSON_AddItemToObject(o, "previous_version", agent_str_or_null(f->prev_version));
+    cJSON_AddItemToObject(o, "desired", agent_str_or_null(f->desired));
     cJSON_AddStringToObject(o, "status", agent_status_name(f->status));
-    cJSON_AddItemToObject(o, "error", str_or_null(f->error));
+    cJSON_AddItemToObject(o, "error", agent_str_or_null(f->error));
     for (size_t i = 0; i < f->n_bad; i++)
         cJSON_AddItemToArray(bad, cJSON_CreateString(f->bad[i]));
     cJSON_AddItemToObject(o, "bad", bad);
@@ -163,7 +163,7 @@ char *agent_state_to_json(const struct agent_state *st)
     }
     cJSON_AddNumberToObject(root, "format", ACTIVE_FORMAT);
     cJSON_AddNumberToObject(root, "generation", (double)st->generation);
-    cJSON_AddItemToObject(root, "rollout", str_or_null(st->rollout));
+    cJSON_AddItemToObject(root, "rollout", agent_str_or_null(st->rollout));
     cJSON_AddNumberToObject(health, "min_invocations", st->min_invocations);
     cJSON_AddNumberToObject(health, "max_error_rate", st->max_error_rate);
     cJSON_AddItemToObject(root, "health", health);

@@ -120,8 +120,9 @@ int agent_bundle_install(struct wisp_agent *a, const char *sha, const unsigned c
     if (strcmp(hex, sha) != 0)
         return wisp_errf(err, errlen, -EBADMSG,
                          "sha256 mismatch: the bundle hashes to %s, the topic names %s", hex, sha);
-    if (mkdir(a->tmp_dir, 0750) != 0 && errno != EEXIST)
-        return wisp_errf(err, errlen, -errno, "%s: cannot create: %s", a->tmp_dir, strerror(errno));
+    rc = wisp_mkdir_p(a->tmp_dir, 0750);
+    if (rc)
+        return wisp_errf(err, errlen, rc, "%s: cannot create: %s", a->tmp_dir, strerror(-rc));
     char path[4096];
     (void)snprintf(path, sizeof(path), "%s/%s.wb", a->tmp_dir, sha);
     rc = write_file(path, bundle, blen, err, errlen);

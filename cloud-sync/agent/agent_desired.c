@@ -61,8 +61,7 @@ void agent_desired_fini(struct agent_desired *d)
     memset(d, 0, sizeof(*d));
 }
 
-/* A whole number in [0, 2^53]. */
-static bool whole(const cJSON *it, double max)
+bool agent_json_whole(const cJSON *it, double max)
 {
     return cJSON_IsNumber(it) && isfinite(it->valuedouble) && it->valuedouble >= 0 &&
            it->valuedouble <= max && it->valuedouble == floor(it->valuedouble);
@@ -132,7 +131,7 @@ static int parse_health(const cJSON *h, struct agent_desired *d, char *err, size
         return wisp_errf(err, errlen, -EINVAL, "health: must be an object");
     const cJSON *mi = cJSON_GetObjectItemCaseSensitive(h, "min_invocations");
     const cJSON *mr = cJSON_GetObjectItemCaseSensitive(h, "max_error_rate");
-    if (!mi || !whole(mi, 1000000) || mi->valuedouble < 1)
+    if (!mi || !agent_json_whole(mi, 1000000) || mi->valuedouble < 1)
         return wisp_errf(err, errlen, -EINVAL,
                          "health.min_invocations: must be a whole number from 1 to 1000000");
     if (!mr || !cJSON_IsNumber(mr) || !(mr->valuedouble >= 0 && mr->valuedouble <= 1))
@@ -151,7 +150,7 @@ static int parse_root(const cJSON *root, struct agent_desired *d, char *err, siz
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(root, "generation");
     if (!g)
         return wisp_errf(err, errlen, -EINVAL, "generation: required");
-    if (!whole(g, 9007199254740992.0))
+    if (!agent_json_whole(g, 9007199254740992.0))
         return wisp_errf(err, errlen, -EINVAL, "generation: must be a whole number from 0 to 2^53");
     d->generation = (uint64_t)g->valuedouble;
     const cJSON *r = cJSON_GetObjectItemCaseSensitive(root, "rollout");

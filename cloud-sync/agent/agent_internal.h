@@ -40,6 +40,12 @@ bool agent_sha_valid(const char *s);
 /* True for a function name wispd accepts: [a-z0-9][a-z0-9_-]*, <= 64 bytes. */
 bool agent_name_valid(const char *s);
 
+struct cJSON;
+/* True for a JSON number that is a whole number in [0, max]. */
+bool agent_json_whole(const struct cJSON *it, double max);
+/* A JSON string of s, or null when s is NULL or "". */
+struct cJSON *agent_str_or_null(const char *s);
+
 /* ---- desired state ---- */
 
 struct agent_desired_fn {
@@ -137,13 +143,11 @@ void agent_health_text(char *out, size_t cap, uint64_t errors, uint64_t invocati
 
 /* ---- the agent object ---- */
 
-struct cJSON;
-
 struct wisp_agent {
     const struct wisp_config *cfg;
     struct wisp_store *store;
     struct wisp_agent_hooks hooks;
-    char *deploy_dir, *bundles_dir, *tmp_dir, *active_path;
+    char *bundles_dir, *tmp_dir, *active_path; /* under <data>/deploy */
     char topic_status[128], topic_hello[128], topic_desired[128], topic_reported[128];
     char topic_meter[128], topic_ack[128];
     char *token;          /* fleet token; NULL */
@@ -163,9 +167,9 @@ struct wisp_agent {
     uint64_t meter_acked;    /* highest seq acknowledged */
     uint64_t meter_sent_max; /* highest seq ever sent */
     uint64_t meter_batch_upto;
+    uint64_t meter_last; /* wisp_store_meter_last as of the last tick */
     bool meter_inflight;
     uint64_t meter_sent_ns, meter_last_ns, meter_hold_ns;
-    uint64_t meter_batches, meter_resent;
 };
 
 /* agent_plan.c */
@@ -208,6 +212,8 @@ int agent_meter_next_ms(const struct wisp_agent *a, uint64_t now);
 void agent_meter_on_connected(struct wisp_agent *a);
 
 /* agent.c */
+/* Milliseconds from now until due, rounded up; 0 when due has passed. */
+int agent_ms_until(uint64_t due, uint64_t now);
 int agent_publish(struct wisp_agent *a, const char *topic, const char *payload, size_t len, int qos,
                   bool retain);
 

@@ -9,7 +9,6 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,7 +68,8 @@ void agent_meter_init(struct wisp_agent *a)
 {
     struct batch b = {0};
     (void)wisp_store_meter_foreach(a->store, 0, 1, add_record, &b);
-    a->meter_acked = b.n ? b.first - 1 : wisp_store_meter_last(a->store);
+    a->meter_last = wisp_store_meter_last(a->store);
+    a->meter_acked = b.n ? b.first - 1 : a->meter_last;
     a->meter_sent_max = a->meter_acked;
     free(b.p);
 }
@@ -103,7 +103,6 @@ static void send_batch(struct wisp_agent *a, uint64_t now)
             if (b.last > a->meter_sent_max)
                 a->meter_sent_max = b.last;
             a->meter_sent_ns = now;
-            a->meter_batches++;
         }
     }
     free(b.p);
@@ -116,18 +115,17 @@ void agent_meter_tick(struct wisp_agent *a, uint64_t now)
     if (a->meter_inflight) {
         if (now - a->meter_sent_ns < RESEND_NS)
             return;
-        a->meter_resent++;
         log_info("metering: no ack for records up to %llu; sending them again",
                  (unsigned long long)a->meter_batch_upto);
         send_batch(a, now);
         return;
     }
-    if (now < a->meter_hold_ns)
+    /* One read transaction per loop pass: agent_meter_next_ms, asked after
+     * the tick in the same pass, uses this value. */
+    a->meter_last = wisp_store_meter_last(a->store);
+    if (now < a->meter_hold_ns || a->meter_last <= a->meter_acked)
         return;
-    uint64_t last = wisp_store_meter_last(a->store);
-    if (last <= a->meter_acked)
-        return;
-    if (last - a->meter_acked >= (uint64_t)a->cfg->cloud_meter_batch ||
+    if (a->meter_last - a->meter_acked >= (uint64_t)a->cfg->cloud_meter_batch ||
         now - a->meter_last_ns >= MS(a->cfg->cloud_meter_interval_ms))
         send_batch(a, now);
 }
@@ -136,14 +134,15 @@ int agent_meter_next_ms(const struct wisp_agent *a, uint64_t now)
 {
     if (!a->connected)
         return -1;
-    /* Nothing to send: new records come with a loop pass, which asks again. */
-    if (!a->meter_inflight && wisp_store_meter_last(a->store) <= a->meter_acked)
+    /* Nothing to send (as of the tick of this loop pass): new records come
+     * with a loop pass, which ticks and asks again. */
+    if (!a->meter_inflight && a->meter_last <= a->meter_acked)
         return -1;
     uint64_t due = a->meter_inflight ? a->meter_sent_ns + RESEND_NS
                                      : a->meter_last_ns + MS(a->cfg->cloud_meter_interval_ms);
     if (!a->meter_inflight && a->meter_hold_ns > due)
         due = a->meter_hold_ns;
-    return due > now ? (int)((due - now + 999999u) / 1000000u) : 0;
+    return agent_ms_until(due, now);
 }
 
 void agent_meter_on_connected(struct wisp_agent *a)
@@ -161,8 +160,7 @@ int agent_meter_parse_ack(const cJSON *root, uint64_t *upto, const char **error,
         return *field = "(message): must be a JSON object", -EINVAL;
     if (!u)
         return *field = "upto: required", -EINVAL;
-    if (!cJSON_IsNumber(u) || !isfinite(u->valuedouble) || u->valuedouble < 0 ||
-        u->valuedouble > 9007199254740992.0 || u->valuedouble != floor(u->valuedouble))
+    if (!agent_json_whole(u, 9007199254740992.0))
         return *field = "upto: must be a whole number", -EINVAL;
     if (e && !cJSON_IsNull(e) && !cJSON_IsString(e))
         return *field = "error: must be a string", -EINVAL;

@@ -314,8 +314,7 @@ int wisp_config_load_file(struct wisp_config *c, const char *path, char *err, si
     return rc;
 }
 
-/* "k=v,k2=v2": non-empty keys, no '=' in values. */
-static int check_labels(const char *labels, char *err, size_t errlen)
+int wisp_config_labels(const char *labels, struct cJSON *obj)
 {
     const char *p = labels;
     while (*p) {
@@ -323,9 +322,21 @@ static int check_labels(const char *labels, char *err, size_t errlen)
         size_t n = end ? (size_t)(end - p) : strlen(p);
         const char *eq = memchr(p, '=', n);
         if (!eq || eq == p || memchr(eq + 1, '=', n - (size_t)(eq + 1 - p)))
-            return wisp_errf(err, errlen, -EINVAL,
-                             "cloud.labels: must be k=v pairs separated by commas, got \"%s\"",
-                             labels);
+            return -EINVAL;
+        if (obj) {
+            char *k = wisp_strndup(p, (size_t)(eq - p));
+            char *val = wisp_strndup(eq + 1, n - (size_t)(eq + 1 - p));
+            cJSON *item = val ? cJSON_CreateString(val) : NULL;
+            free(val);
+            if (!k || !item) {
+                free(k);
+                cJSON_Delete(item);
+                return -ENOMEM;
+            }
+            cJSON_DeleteItemFromObjectCaseSensitive(obj, k);
+            cJSON_AddItemToObject(obj, k, item);
+            free(k);
+        }
         p += n + (end ? 1 : 0);
     }
     return 0;
@@ -333,8 +344,10 @@ static int check_labels(const char *labels, char *err, size_t errlen)
 
 static int check_cloud(const struct wisp_config *c, char *err, size_t errlen)
 {
-    if (c->cloud_labels && check_labels(c->cloud_labels, err, errlen) != 0)
-        return -EINVAL;
+    if (c->cloud_labels && wisp_config_labels(c->cloud_labels, NULL) != 0)
+        return wisp_errf(err, errlen, -EINVAL,
+                         "cloud.labels: must be k=v pairs separated by commas, got \"%s\"",
+                         c->cloud_labels);
     if (!c->cloud_enabled)
         return 0;
     size_t dn = strlen(c->device);

@@ -96,6 +96,11 @@ bool wisp_config_flag_is_bool(const char *flag);
 /* Checks cross-field rules and fills derived defaults (client_id). */
 int wisp_config_finish(struct wisp_config *c, char *err, size_t errlen);
 
+/* Parses cloud.labels text, "k=v,k2=v2" (non-empty keys, no '=' in
+ * values), adding each label to obj (a cJSON object; NULL: only check).
+ * 0, -EINVAL when malformed, -ENOMEM. */
+int wisp_config_labels(const char *labels, struct cJSON *obj);
+
 /* Prints the reference of every setting: key, flag, default, meaning. */
 void wisp_config_print_help(FILE *out);
 
