@@ -31,6 +31,15 @@ bool cloud_device_id_valid(const char *id, size_t len)
     return true;
 }
 
+bool cloud_token_ok(const char *want, const char *got)
+{
+    size_t wl = strlen(want), gl = got ? strlen(got) : 0;
+    unsigned char diff = (unsigned char)(wl != gl);
+    for (size_t i = 0; i < wl; i++)
+        diff |= (unsigned char)want[i] ^ (unsigned char)(i < gl ? got[i] : 0);
+    return diff == 0 && got != NULL;
+}
+
 /* Index of id in c->devs, or where it would go (*found false). */
 static size_t dev_index(const struct cloud *c, const char *id, bool *found)
 {
@@ -310,6 +319,8 @@ static double ms_of(uint64_t ns)
     return (double)ms;
 }
 
+/* The stored form of d. It refers to (does not copy) d's labels and report,
+ * so it is printed and deleted before d changes. */
 static cJSON *device_record(const struct cloud_device *d)
 {
     cJSON *o = cJSON_CreateObject();
@@ -317,15 +328,14 @@ static cJSON *device_record(const struct cloud_device *d)
     char hex[65];
     wisp_meter_hex(d->meter.head_hash, hex);
     bool ok =
-        m && cJSON_AddItemToObject(o, "own_labels", cJSON_Duplicate(d->own_labels, 1)) &&
-        (!d->set_labels ||
-         cJSON_AddItemToObject(o, "set_labels", cJSON_Duplicate(d->set_labels, 1))) &&
+        m && cJSON_AddItemReferenceToObject(o, "own_labels", d->own_labels) &&
+        (!d->set_labels || cJSON_AddItemReferenceToObject(o, "set_labels", d->set_labels)) &&
         cJSON_AddNumberToObject(o, "registered_ms", ms_of(d->registered)) &&
         cJSON_AddNumberToObject(o, "last_seen_ms", ms_of(d->last_seen)) &&
         cJSON_AddBoolToObject(o, "online", d->online) &&
         (!d->wispd || cJSON_AddStringToObject(o, "wispd", d->wispd)) &&
         (!d->arch || cJSON_AddStringToObject(o, "arch", d->arch)) &&
-        (!d->reported || cJSON_AddItemToObject(o, "reported", cJSON_Duplicate(d->reported, 1))) &&
+        (!d->reported || cJSON_AddItemReferenceToObject(o, "reported", d->reported)) &&
         cJSON_AddNumberToObject(m, "head_seq", (double)d->meter.head_seq) &&
         cJSON_AddStringToObject(m, "head_hash", hex) &&
         cJSON_AddNumberToObject(m, "records", (double)d->meter.records) &&
@@ -764,18 +774,10 @@ int cloud_batch_end(struct cloud *c)
         return rc;
     }
     clear_dirty(c);
-    struct cloud_pub *p = c->pubs;
-    c->pubs = NULL;
-    c->pubs_tail = &c->pubs;
-    while (p) {
-        struct cloud_pub *next = p->next;
-        if (c->publish)
+    if (c->publish)
+        for (const struct cloud_pub *p = c->pubs; p; p = p->next)
             c->publish(c->publish_ud, p->topic, p->payload, p->len, p->qos, p->retain);
-        free(p->topic);
-        free(p->payload);
-        free(p);
-        p = next;
-    }
+    drop_pubs(c);
     return 0;
 }
 

@@ -181,6 +181,8 @@ struct cloud_device *cloud_device_find(const struct cloud *c, const char *id);
 int cloud_add_rollout(struct cloud *c, struct cloud_rollout *r);
 /* True when id is 1-64 of A-Z a-z 0-9 . _ - */
 bool cloud_device_id_valid(const char *id, size_t len);
+/* Constant-time comparison of a presented token (NULL: none) with want. */
+bool cloud_token_ok(const char *want, const char *got);
 /* Registers a new device (inside a batch). NULL on OOM. */
 struct cloud_device *cloud_device_register(struct cloud *c, const char *id);
 /* Recomputes dev->labels from own and set labels. 0 or -ENOMEM. */

@@ -15,6 +15,16 @@
 
 #define MAX_SEGS 6
 
+/* Replaces the answer with the JSON text s (taken over; NULL for none). */
+static void set_body(struct cloud_api_resp *resp, int status, char *s)
+{
+    free(resp->body);
+    resp->status = status;
+    resp->body = s;
+    resp->len = s ? strlen(s) : 0;
+    resp->content_type = "application/json";
+}
+
 void cloud_api_error(struct cloud_api_resp *resp, int status, const char *fmt, ...)
 {
     char msg[600];
@@ -27,11 +37,7 @@ void cloud_api_error(struct cloud_api_resp *resp, int status, const char *fmt, .
     if (o && cJSON_AddStringToObject(o, "error", msg))
         s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    free(resp->body);
-    resp->status = status;
-    resp->body = s;
-    resp->len = s ? strlen(s) : 0;
-    resp->content_type = "application/json";
+    set_body(resp, status, s);
 }
 
 /* Takes over j (deletes it). */
@@ -43,11 +49,7 @@ static void reply_json(struct cloud_api_resp *resp, int status, cJSON *j)
         cloud_api_error(resp, 500, "out of memory building the answer");
         return;
     }
-    free(resp->body);
-    resp->status = status;
-    resp->body = s;
-    resp->len = strlen(s);
-    resp->content_type = "application/json";
+    set_body(resp, status, s);
 }
 
 bool cloud_api_public(const char *method, const char *path)
@@ -67,6 +69,16 @@ static size_t split_path(const char *path, char *buf, size_t cap, char **segs)
         segs[n++] = t;
     }
     return n;
+}
+
+/* True when the request uses method; otherwise answers 405 naming it. */
+static bool method_is(const struct cloud_api_req *req, const char *method,
+                      struct cloud_api_resp *resp)
+{
+    if (strcmp(req->method, method) == 0)
+        return true;
+    cloud_api_error(resp, 405, "%s %s: use %s", req->method, req->path, method);
+    return false;
 }
 
 /* ---- batches around changes ---- */
@@ -174,16 +186,10 @@ static void put_labels(struct cloud *c, struct cloud_device *dev, const struct c
 static void route_devices(struct cloud *c, const struct cloud_api_req *req, char **seg, size_t n,
                           struct cloud_api_resp *resp)
 {
-    bool get = strcmp(req->method, "GET") == 0;
     if (n == 2) {
-        if (!get) {
-            cloud_api_error(resp, 405, "%s %s: use GET", req->method, req->path);
-            return;
-        }
-        {
+        if (method_is(req, "GET", resp))
             get_devices(c, req, resp);
-            return;
-        }
+        return;
     }
     struct cloud_device *dev = cloud_device_find(c, seg[2]);
     if (n > 4 || (n == 4 && strcmp(seg[3], "labels") != 0)) {
@@ -195,18 +201,12 @@ static void route_devices(struct cloud *c, const struct cloud_api_req *req, char
         return;
     }
     if (n == 3) {
-        if (!get) {
-            cloud_api_error(resp, 405, "%s %s: use GET", req->method, req->path);
-            return;
-        }
-        reply_json(resp, 200, cloud_device_json(dev));
+        if (method_is(req, "GET", resp))
+            reply_json(resp, 200, cloud_device_json(dev));
         return;
     }
-    if (strcmp(req->method, "PUT") != 0) {
-        cloud_api_error(resp, 405, "%s %s: use PUT", req->method, req->path);
-        return;
-    }
-    put_labels(c, dev, req, resp);
+    if (method_is(req, "PUT", resp))
+        put_labels(c, dev, req, resp);
 }
 
 /* ---- bundles ---- */
@@ -225,10 +225,8 @@ static void post_bundle(struct cloud *c, const struct cloud_api_req *req,
     int rc = cloud_upload_finish(req->upload, &out, err, sizeof(err));
     if (rc != 0) {
         cloud_batch_abort(c);
-        {
-            cloud_api_error(resp, rc == -EINVAL ? 400 : 500, "%s", err);
-            return;
-        }
+        cloud_api_error(resp, rc == -EINVAL ? 400 : 500, "%s", err);
+        return;
     }
     reply_json(resp, 201, out);
     end(c, resp);
@@ -254,10 +252,8 @@ static void route_bundles(struct cloud *c, const struct cloud_api_req *req, char
         cloud_api_error(resp, 404, "%s: no such resource", req->path);
         return;
     }
-    if (!get) {
-        cloud_api_error(resp, 405, "%s %s: use GET", req->method, req->path);
+    if (!method_is(req, "GET", resp))
         return;
-    }
     cJSON *b = cloud_bundle_get(c, seg[2]);
     if (!b) {
         cloud_api_error(resp, 404, "bundle %.64s: not uploaded", seg[2]);
@@ -386,10 +382,8 @@ static void rollout_action(struct cloud *c, struct cloud_rollout *r, const char 
                  : cloud_rollout_rollback(c, r, err, sizeof(err));
     if (rc != 0) {
         cloud_batch_abort(c);
-        {
-            cloud_api_error(resp, rc == -EALREADY ? 409 : 500, "%s", err);
-            return;
-        }
+        cloud_api_error(resp, rc == -EALREADY ? 409 : 500, "%s", err);
+        return;
     }
     reply_json(resp, 200, cloud_rollout_json(r));
     end(c, resp);
@@ -408,10 +402,8 @@ static void route_rollouts(struct cloud *c, const struct cloud_api_req *req, cha
             list_rollouts(c, resp);
             return;
         }
-        {
-            cloud_api_error(resp, 405, "%s %s: use GET or POST", req->method, req->path);
-            return;
-        }
+        cloud_api_error(resp, 405, "%s %s: use GET or POST", req->method, req->path);
+        return;
     }
     if (n > 4 || (n == 4 && strcmp(seg[3], "halt") != 0 && strcmp(seg[3], "rollback") != 0)) {
         cloud_api_error(resp, 404, "%s: no such resource", req->path);
@@ -423,18 +415,12 @@ static void route_rollouts(struct cloud *c, const struct cloud_api_req *req, cha
         return;
     }
     if (n == 3) {
-        if (!get) {
-            cloud_api_error(resp, 405, "%s %s: use GET", req->method, req->path);
-            return;
-        }
-        reply_json(resp, 200, cloud_rollout_json(r));
+        if (method_is(req, "GET", resp))
+            reply_json(resp, 200, cloud_rollout_json(r));
         return;
     }
-    if (!post) {
-        cloud_api_error(resp, 405, "%s %s: use POST", req->method, req->path);
-        return;
-    }
-    rollout_action(c, r, seg[3], resp);
+    if (method_is(req, "POST", resp))
+        rollout_action(c, r, seg[3], resp);
 }
 
 /* ---- metering ---- */
@@ -531,14 +517,9 @@ void cloud_api_handle(struct cloud *c, const struct cloud_api_req *req, struct c
         return;
     }
     if (strcmp(seg[1], "health") == 0 && n == 2) {
-        if (strcmp(req->method, "GET") != 0) {
-            cloud_api_error(resp, 405, "%s %s: use GET", req->method, req->path);
-            return;
-        }
-        {
+        if (method_is(req, "GET", resp))
             get_health(c, resp);
-            return;
-        }
+        return;
     }
     if (strcmp(seg[1], "devices") == 0) {
         route_devices(c, req, seg, n, resp);
@@ -553,14 +534,9 @@ void cloud_api_handle(struct cloud *c, const struct cloud_api_req *req, struct c
         return;
     }
     if (strcmp(seg[1], "meter") == 0 && n == 2) {
-        if (strcmp(req->method, "GET") != 0) {
-            cloud_api_error(resp, 405, "%s %s: use GET", req->method, req->path);
-            return;
-        }
-        {
+        if (method_is(req, "GET", resp))
             get_meter(c, req, resp);
-            return;
-        }
+        return;
     }
     cloud_api_error(resp, 404, "%.200s: no such resource", req->path);
 }

@@ -11,6 +11,7 @@
 #include <microhttpd.h>
 
 #define WISP_LOG_MODULE "cloud"
+#include "cloud.h"
 #include "cloud_api.h"
 #include "cloud_http.h"
 #include "log.h"
@@ -37,12 +38,7 @@ static bool auth_ok(const char *want, const char *header)
     static const char prefix[] = "Bearer ";
     if (!header || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
         return false;
-    const char *got = header + sizeof(prefix) - 1;
-    size_t wl = strlen(want), gl = strlen(got);
-    unsigned char diff = (unsigned char)(wl != gl);
-    for (size_t i = 0; i < wl; i++)
-        diff |= (unsigned char)want[i] ^ (unsigned char)(i < gl ? got[i] : 0);
-    return diff == 0;
+    return cloud_token_ok(want, header + sizeof(prefix) - 1);
 }
 
 static enum MHD_Result send_resp(struct MHD_Connection *conn, struct cloud_api_resp *r)

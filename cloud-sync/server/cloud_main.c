@@ -96,7 +96,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {NULL, 0, NULL, 0},
     };
     const char *token = NULL;
-    int ch;
+    int ch, level;
     opterr = 0;
     while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (ch) {
@@ -122,14 +122,15 @@ static int parse_args(int argc, char **argv, struct opts *o)
             o->client_id = optarg;
             break;
         case 'v':
-            if (wisp_log_level_parse(optarg) < 0) {
+            level = wisp_log_level_parse(optarg);
+            if (level < 0) {
                 (void)fprintf(stderr,
                               "wisp-cloud: --log-level %s: use debug, info, warn or "
                               "error\n",
                               optarg);
                 return 2;
             }
-            wisp_log_threshold = wisp_log_level_parse(optarg);
+            wisp_log_threshold = level;
             break;
         case 'h':
             usage(stdout);

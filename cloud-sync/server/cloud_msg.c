@@ -47,16 +47,6 @@ static void refuse(struct cloud *c, const char *topic, const char *why)
     log_warn("%s: message refused: %s", topic, why);
 }
 
-/* Constant-time comparison of a presented token with the fleet token. */
-static bool token_ok(const char *want, const char *got)
-{
-    size_t wl = strlen(want), gl = got ? strlen(got) : 0;
-    unsigned char diff = (unsigned char)(wl != gl);
-    for (size_t i = 0; i < wl; i++)
-        diff |= (unsigned char)want[i] ^ (unsigned char)(i < gl ? got[i] : 0);
-    return diff == 0 && got != NULL;
-}
-
 /* Checks labels is an object of strings; names the bad key in why. */
 static bool labels_ok(const cJSON *labels, char *why, size_t cap)
 {
@@ -73,6 +63,17 @@ static bool labels_ok(const cJSON *labels, char *why, size_t cap)
         }
     }
     return true;
+}
+
+/* Makes a copy of labels the device's own and remerges; kept as was on OOM. */
+static void set_own_labels(struct cloud_device *dev, const cJSON *labels)
+{
+    cJSON *own = cJSON_Duplicate(labels, 1);
+    if (own) {
+        cJSON_Delete(dev->own_labels);
+        dev->own_labels = own;
+        (void)cloud_device_merge_labels(dev);
+    }
 }
 
 static void set_str(char **dst, const cJSON *obj, const char *key)
@@ -102,7 +103,7 @@ static void on_hello(struct cloud *c, const char *topic, const char *id, cJSON *
     }
     if (c->fleet_token) {
         const cJSON *tok = cJSON_GetObjectItemCaseSensitive(j, "token");
-        if (!token_ok(c->fleet_token, cJSON_IsString(tok) ? tok->valuestring : NULL)) {
+        if (!cloud_token_ok(c->fleet_token, cJSON_IsString(tok) ? tok->valuestring : NULL)) {
             refuse(c, topic, tok ? "key token: wrong fleet token" : "key token: missing");
             return;
         }
@@ -110,14 +111,8 @@ static void on_hello(struct cloud *c, const char *topic, const char *id, cJSON *
     struct cloud_device *dev = cloud_device_find(c, id);
     if (!dev && !(dev = cloud_device_register(c, id)))
         return;
-    if (labels) {
-        cJSON *dup = cJSON_Duplicate(labels, 1);
-        if (dup) {
-            cJSON_Delete(dev->own_labels);
-            dev->own_labels = dup;
-            (void)cloud_device_merge_labels(dev);
-        }
-    }
+    if (labels)
+        set_own_labels(dev, labels);
     set_str(&dev->wispd, j, "wispd");
     set_str(&dev->arch, j, "arch");
     dev->online = true;
@@ -136,8 +131,10 @@ static void on_status(struct cloud *c, const char *topic, struct cloud_device *d
     dev->dirty = true;
 }
 
-static void on_reported(struct cloud *c, const char *topic, struct cloud_device *dev, cJSON *j)
+/* Takes over *jp (sets it to NULL) when the report is accepted. */
+static void on_reported(struct cloud *c, const char *topic, struct cloud_device *dev, cJSON **jp)
 {
+    cJSON *j = *jp;
     const cJSON *fns = cJSON_GetObjectItemCaseSensitive(j, "functions");
     if (!cJSON_IsObject(fns)) {
         refuse(c, topic, "key functions: missing or not an object");
@@ -158,19 +155,12 @@ static void on_reported(struct cloud *c, const char *topic, struct cloud_device 
     cJSON *labels = cJSON_GetObjectItemCaseSensitive(j, "labels");
     char why[160];
     if (labels && labels_ok(labels, why, sizeof(why)) &&
-        !cJSON_Compare(labels, dev->own_labels, true)) {
-        cJSON *own = cJSON_Duplicate(labels, 1);
-        if (own) {
-            cJSON_Delete(dev->own_labels);
-            dev->own_labels = own;
-            (void)cloud_device_merge_labels(dev);
-        }
-    }
-    cJSON *dup = cJSON_Duplicate(j, 1);
-    if (!dup)
-        return;
+        !cJSON_Compare(labels, dev->own_labels, true))
+        set_own_labels(dev, labels);
+    /* Kept as it came: *jp is taken over rather than copied. */
     cJSON_Delete(dev->reported);
-    dev->reported = dup;
+    dev->reported = *jp;
+    *jp = NULL;
     dev->dirty = true;
     cloud_rollout_on_reported(c, dev, dev->reported);
 }
@@ -225,7 +215,7 @@ void cloud_handle_message(struct cloud *c, const char *topic, const char *payloa
     } else if (kind == MSG_STATUS) {
         on_status(c, topic, dev, j);
     } else {
-        on_reported(c, topic, dev, j);
+        on_reported(c, topic, dev, &j);
     }
     if (dev && !retained) {
         dev->last_seen = c->now;

@@ -199,6 +199,17 @@ static char *failure_text(const struct cloud_rollout *r)
     return s;
 }
 
+/* Moves r to state s now: stamps *at, marks r for writing and formats the
+ * time into when for the log line. */
+static void enter_state(struct cloud *c, struct cloud_rollout *r, enum cloud_rollout_state s,
+                        uint64_t *at, char when[40])
+{
+    r->state = s;
+    *at = c->now;
+    r->dirty = true;
+    cloud_format_time(c->now, when, 40);
+}
+
 static void do_rollback(struct cloud *c, struct cloud_rollout *r)
 {
     for (size_t i = 0; i < r->ndevs; i++) {
@@ -213,36 +224,27 @@ static void do_rollback(struct cloud *c, struct cloud_rollout *r)
         if (rd->state != CLOUD_RD_FAILED)
             rd->state = CLOUD_RD_ROLLED_BACK;
     }
-    r->state = CLOUD_RO_ROLLED_BACK;
-    r->rolled_back_at = c->now;
-    r->dirty = true;
     char when[40];
-    cloud_format_time(c->now, when, sizeof(when));
+    enter_state(c, r, CLOUD_RO_ROLLED_BACK, &r->rolled_back_at, when);
     log_info("rollout %s: rolled back at %s: previous bundles restored", r->id, when);
 }
 
 static void halt(struct cloud *c, struct cloud_rollout *r, const char *reason)
 {
-    r->state = CLOUD_RO_HALTED;
-    r->halted_at = c->now;
+    char when[40];
+    enter_state(c, r, CLOUD_RO_HALTED, &r->halted_at, when);
     char *s = strdup(reason);
     free(r->halted_reason);
     r->halted_reason = s;
-    r->dirty = true;
-    char when[40];
-    cloud_format_time(c->now, when, sizeof(when));
     log_warn("rollout %s: halted at %s: %s", r->id, when, reason);
 }
 
 /* Gives every device not in the canary phase the bundle. */
 static void promote(struct cloud *c, struct cloud_rollout *r)
 {
-    r->state = CLOUD_RO_ROLLING;
-    r->phase_rolling = true;
-    r->rolling_at = c->now;
-    r->dirty = true;
     char when[40];
-    cloud_format_time(c->now, when, sizeof(when));
+    enter_state(c, r, CLOUD_RO_ROLLING, &r->rolling_at, when);
+    r->phase_rolling = true;
     log_info("rollout %s: canaries baked, rolling to %zu more devices at %s", r->id,
              r->ndevs - r->ncanary, when);
     for (size_t i = 0; i < r->ndevs; i++)
@@ -281,11 +283,8 @@ static void evaluate(struct cloud *c, struct cloud_rollout *r)
             promote(c, r);
         return;
     }
-    r->state = CLOUD_RO_DONE;
-    r->completed_at = c->now;
-    r->dirty = true;
     char when[40];
-    cloud_format_time(c->now, when, sizeof(when));
+    enter_state(c, r, CLOUD_RO_DONE, &r->completed_at, when);
     log_info("rollout %s: done at %s: %zu devices run %s", r->id, when, r->ndevs, r->cfg.bundle);
 }
 
