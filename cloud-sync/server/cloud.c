@@ -89,7 +89,9 @@ static struct cloud_device *device_new(const char *id)
     struct cloud_device *d = calloc(1, sizeof(*d));
     if (!d)
         return NULL;
-    (void)snprintf(d->id, sizeof(d->id), "%s", id);
+    size_t n = strnlen(id, CLOUD_ID_MAX); /* callers check ids; never overrun on a long one */
+    memcpy(d->id, id, n);
+    d->id[n] = '\0';
     d->own_labels = cJSON_CreateObject();
     d->labels = cJSON_CreateObject();
     d->desired_fns = cJSON_CreateObject();
@@ -500,6 +502,10 @@ static int load_one(void *ud, const void *key, size_t klen, const void *val, siz
     if (klen >= sizeof(id))
         return wisp_errf(lc->err, lc->errlen, -EBADMSG, "table %s: a key of %zu bytes",
                          cloud_table_name(lc->tbl), klen);
+    if (lc->tbl == CLOUD_T_DEVICES && klen > CLOUD_ID_MAX)
+        return wisp_errf(lc->err, lc->errlen, -EBADMSG,
+                         "table %s: a device id of %zu bytes (at most %d)",
+                         cloud_table_name(lc->tbl), klen, CLOUD_ID_MAX);
     memcpy(id, key, klen);
     id[klen] = '\0';
     cJSON *j = cJSON_ParseWithLength(val, vlen);
