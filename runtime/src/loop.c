@@ -18,6 +18,7 @@ struct wisp_loop {
     int epfd;
     struct wisp_watch *dead; /* removed during dispatch, freed after it */
     bool dispatching;
+    struct wisp_loop_task *tasks; /* deferred, run before the next wait */
 };
 
 int wisp_loop_create(struct wisp_loop **out)
@@ -92,8 +93,46 @@ void wisp_loop_remove(struct wisp_loop *l, struct wisp_watch *w)
         free_dead(l);
 }
 
+void wisp_loop_defer(struct wisp_loop *l, struct wisp_loop_task *t)
+{
+    if (t->queued)
+        return;
+    t->queued = true;
+    t->next = l->tasks;
+    l->tasks = t;
+}
+
+void wisp_loop_cancel(struct wisp_loop *l, struct wisp_loop_task *t)
+{
+    if (!l || !t->queued)
+        return;
+    for (struct wisp_loop_task **p = &l->tasks; *p; p = &(*p)->next) {
+        if (*p == t) {
+            *p = t->next;
+            break;
+        }
+    }
+    t->queued = false;
+}
+
+/* Tasks queued by tasks run too, up to a bound: a task that always queues
+ * itself again turns the wait into a poll instead of a hang. One at a time
+ * from the list, so that a task may cancel another (its owner is freed). */
+static void run_tasks(struct wisp_loop *l)
+{
+    for (int n = 0; l->tasks && n < 256; n++) {
+        struct wisp_loop_task *t = l->tasks;
+        l->tasks = t->next;
+        t->queued = false;
+        t->fn(t->ud);
+    }
+}
+
 int wisp_loop_run_once(struct wisp_loop *l, int timeout_ms)
 {
+    run_tasks(l);
+    if (l->tasks)
+        timeout_ms = 0;
     struct epoll_event evs[64];
     int n = epoll_wait(l->epfd, evs, 64, timeout_ms);
     if (n < 0)

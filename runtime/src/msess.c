@@ -64,6 +64,7 @@ enum {
     OUT_MAX = 1 << 20,        /* unsent bytes before the connection is dropped */
     PUB_CAP = OUT_MAX / 2,    /* unsent bytes from which publishes get -ENOBUFS */
     OUT_KEEP = 2 * OUT_MAX,   /* a drained output buffer above this is freed */
+    FLUSH_AT = 64 * 1024,     /* unsent bytes written at once, not at the end of the pass */
     SUB_PACKET_MAX = 16384,   /* SUBSCRIBE packets are split above this */
     NPIDS = 65536,
     OP_MIN = 16, /* first size of the outbound identifier table */
@@ -129,6 +130,8 @@ struct req {
 struct wisp_msess {
     struct wisp_loop *loop;
     struct wisp_msess_hooks hooks;
+    struct wisp_loop_task flush_task; /* writes the output before the loop waits */
+    bool out_blocked;                 /* the socket took less than was queued */
 
     /* configuration */
     char *host, *port, *client_id, *username, *password;
@@ -225,8 +228,8 @@ static void set_interest(struct wisp_msess *s)
     } else {
         if (s->state == ST_CONNACK || !s->paused)
             ev |= EPOLLIN;
-        if (s->out_off < s->out_len)
-            ev |= EPOLLOUT;
+        if (s->out_blocked)
+            ev |= EPOLLOUT; /* else the flush task writes it */
     }
     if (ev == s->watch_events)
         return;
@@ -249,12 +252,15 @@ static void flush_out(struct wisp_msess *s)
         }
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            s->out_blocked = true; /* EPOLLOUT says when it takes more */
             break;
+        }
         fail(s, 0, false, "write: %s", n < 0 ? strerror(errno) : "nothing written");
         return;
     }
     if (s->out_off == s->out_len) {
+        s->out_blocked = false;
         s->out_off = s->out_len = 0;
         if (s->out_cap > OUT_KEEP) { /* after a very large PUBLISH */
             free(s->out);
@@ -306,14 +312,31 @@ static uint8_t *out_reserve(struct wisp_msess *s, size_t n)
     return p;
 }
 
+static void flush_task(void *ud)
+{
+    flush_out(ud);
+}
+
+/* Output is written once per loop pass, just before the loop waits: the
+ * acknowledgements of a commit and the messages it released leave in one
+ * write, not one system call (and one TCP segment) each. Past FLUSH_AT
+ * unsent bytes it is written at once. */
+static void schedule_flush(struct wisp_msess *s)
+{
+    if (s->out_len - s->out_off >= FLUSH_AT)
+        flush_out(s);
+    else
+        wisp_loop_defer(s->loop, &s->flush_task);
+}
+
 /* Appends an encoded packet of n bytes (already written at the reserved
- * spot) and tries to send it. */
+ * spot) and schedules sending it. */
 static void out_commit(struct wisp_msess *s, size_t n, uint64_t now)
 {
     s->out_len += n;
     s->out_total += n;
     s->last_tx_ns = now;
-    flush_out(s);
+    schedule_flush(s);
 }
 
 static void send_small(struct wisp_msess *s, const uint8_t *pkt, size_t n)
@@ -541,6 +564,7 @@ static void drop_socket(struct wisp_msess *s)
     s->watch_events = 0;
     s->in_len = s->in_off = 0;
     s->out_len = s->out_off = 0;
+    s->out_blocked = false;
     if (s->out_cap > OUT_KEEP) {
         free(s->out);
         s->out = NULL;
@@ -1019,6 +1043,7 @@ static void handle_connack(struct wisp_msess *s, uint8_t first, const uint8_t *b
     s->last_rx_ns = now;
     release_pids(s, c.session_present);
     send_subs(s, s->subs, s->nsubs, false);
+    flush_out(s); /* on_connected promises the SUBSCRIBE is on its way */
     if (!s->fail_pending && s->hooks.on_connected)
         s->hooks.on_connected(s->hooks.ud, c.session_present);
 }
@@ -1290,12 +1315,15 @@ static void read_input(struct wisp_msess *s)
         size_t want = READ_CHUNK;
         if (!in_reserve(s, want))
             return;
-        ssize_t n = recv(s->fd, s->in + s->in_len, s->in_cap - s->in_len, 0);
+        size_t room = s->in_cap - s->in_len;
+        ssize_t n = recv(s->fd, s->in + s->in_len, room, 0);
         if (n > 0) {
             s->in_len += (size_t)n;
             process_input(s);
-            if ((size_t)n >= budget)
-                return; /* level-triggered: the loop calls again */
+            /* A short read emptied the socket: the loop calls again when
+             * more comes (level-triggered), so no recv just for EAGAIN. */
+            if ((size_t)n >= budget || (size_t)n < room)
+                return;
             budget -= (size_t)n;
             continue;
         }
@@ -1474,6 +1502,7 @@ int wisp_msess_create(struct wisp_loop *loop, const struct wisp_msess_config *cf
         return wisp_errf(err, errlen, -ENOMEM, "out of memory");
     s->fd = -1;
     s->loop = loop;
+    s->flush_task = (struct wisp_loop_task){.fn = flush_task, .ud = s};
     if (hooks)
         s->hooks = *hooks;
     s->pid_state = calloc(NPIDS, 1);
@@ -1528,6 +1557,7 @@ void wisp_msess_destroy(struct wisp_msess *s)
     if (s->password)
         explicit_bzero(s->password, strlen(s->password));
     free(s->password);
+    wisp_loop_cancel(s->loop, &s->flush_task);
     free(s);
 }
 
@@ -1718,7 +1748,7 @@ int wisp_msess_publish(struct wisp_msess *s, const char *topic, const void *payl
         link_pub(s, m.pid);
     }
     s->last_tx_ns = wisp_mono_ns();
-    flush_out(s);
+    schedule_flush(s);
     return 0;
 }
 

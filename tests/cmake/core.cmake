@@ -3,6 +3,7 @@
 # driving real executor processes, and executor confinement.
 wisp_unit_test(test_config)
 wisp_unit_test(test_ipc)
+wisp_unit_test(test_loop)
 wisp_unit_test(test_subs)
 wisp_unit_test(test_executor)
 wisp_unit_test(test_pool unit/pool_harness.c)
