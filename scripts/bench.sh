@@ -15,7 +15,9 @@
 #                   min of 5 (wispd: a fresh data dir each time)
 #   durable         QoS 1, 64 in flight: relay and Node-RED at QoS 1 vs wispd with a durable
 #                   trigger (inbox, outbox, metering in LMDB) in batch and sync durability,
-#                   and wispd's fsyncs per event
+#                   and wispd's fsyncs per event; plus the ceiling: the same transform on
+#                   wispd's MQTT client with nothing else (tests/bench/ceiling.c), i.e. what
+#                   the broker and the load generator leave on this machine for any client
 #   cold start      wispd with executors.idle_timeout_ms=200: first event after 600 ms idle
 #                   vs the warm event right after it, median of 10 (wispd only)
 #   idle PSS        after every function served one event: wispd with the 10 bench functions
@@ -251,9 +253,10 @@ else
     fi
     RELAY=$BUILD/tests/wisp-relay
     LOADGEN=$BUILD/tests/wisp-loadgen
-    say "building wisp-relay and wisp-loadgen (Release) in $BUILD"
+    CEILING=$BUILD/tests/wisp-ceiling
+    say "building wisp-relay, wisp-ceiling and wisp-loadgen (Release) in $BUILD"
     if ! cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DWISP_TESTS=ON >"$TEST_TMP/build.log" 2>&1 ||
-        ! cmake --build "$BUILD" -j"$(nproc)" --target wisp-relay wisp-loadgen >>"$TEST_TMP/build.log" 2>&1; then
+        ! cmake --build "$BUILD" -j"$(nproc)" --target wisp-relay wisp-ceiling wisp-loadgen >>"$TEST_TMP/build.log" 2>&1; then
         tail -30 "$TEST_TMP/build.log" >&2
         [[ -x $RELAY && -x $LOADGEN ]] || { say "building the benchmark programs failed"; exit 1; }
         say "WARNING: the build failed (log above); using the wisp-relay and wisp-loadgen already in $BUILD"
@@ -472,6 +475,7 @@ cp -r "$ROOT/tests/bench/functions/transform" "$FN_DUR/"
 sed -i 's/"qos": 0/"qos": 1/' "$FN_DUR/transform/function.json"
 sed 's/"qos": "0"/"qos": "1"/' "$ROOT/tests/bench/node-red/flows.json" >"$TEST_TMP/flows-qos1.json"
 DTARGETS=(relay)
+[[ -x ${CEILING:-} ]] && DTARGETS+=(ceiling)
 ((WISPD_OK)) && DTARGETS+=(wispd-batch wispd-sync)
 ((NR_OK)) && DTARGETS+=(node-red)
 declare -A DTHR=() DFS=() DP50=()
@@ -480,6 +484,12 @@ for ((r = 1; r <= RUNS; r++)); do
     for t in "${DTARGETS[@]}"; do
         case $t in
         relay) RELAY_QOS=1 start_relay || { say "relay did not start"; continue; }; pid=$RELAY_PID ;;
+        ceiling)
+            in_own_pgrp "$CEILING" --broker "$BROKER_URI" --qos 1 >"$TEST_TMP/ceiling.out" 2>>"$TEST_TMP/ceiling.err" &
+            pid=$!
+            BENCH_PIDS+=("$pid")
+            poll 10 grep -qs '^ready$' "$TEST_TMP/ceiling.out" ||
+                { cat "$TEST_TMP/ceiling.err" >&2; say "ceiling did not start"; stop_pid_tree "$pid"; continue; } ;;
         wispd-*)
             # A session that outlives the run would make the broker queue the next rounds'
             # messages for it; expire it a second after wispd goes.
@@ -668,6 +678,10 @@ report() {
     cells "  lost outputs, all rounds (batch/sync)" "$(v relay.dlost)" \
         "$(v wispd-batch.dlost)/$(v wispd-sync.dlost)" - "$(v node-red.dlost)" -
     ((NR_OK)) && cells "  wispd batch / node-red QoS1" - "$(ratio "$(v wispd-batch.dthroughput)" "$(v node-red.dthroughput)")" -
+    cells "  ceiling client QoS1 (msg/s, med $RUNS; relay col.)" "$(v ceiling.dthroughput)" - - - -
+    cells "  share of the ceiling: wispd batch, node-red" - \
+        "$(ratio "$(v wispd-batch.dthroughput)" "$(v ceiling.dthroughput)")" - \
+        "$(ratio "$(v node-red.dthroughput)" "$(v ceiling.dthroughput)")" -
     row "startup to first output (ms, med $STARTS)" startup
     row "startup to first output (ms, min of $STARTS)" startup_min
     cells "cold start: 1st event after idle (us, med)" - "$(v wispd.cold)" -

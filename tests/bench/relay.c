@@ -40,16 +40,16 @@ static void on_subscribed(void *ctx, MQTTAsync_successData *resp)
     (void)ctx;
     (void)resp;
     if (atomic_exchange(&ready_printed, 1) == 0) {
-        fputs("ready\n", stdout);
-        fflush(stdout);
+        (void)fputs("ready\n", stdout);
+        (void)fflush(stdout);
     }
 }
 
 static void on_subscribe_failed(void *ctx, MQTTAsync_failureData *resp)
 {
     (void)ctx;
-    fprintf(stderr, "wisp-relay: subscribe to %s failed (rc %d)\n", in_topic,
-            resp ? resp->code : -1);
+    (void)fprintf(stderr, "wisp-relay: subscribe to %s failed (rc %d)\n", in_topic,
+                  resp ? resp->code : -1);
 }
 
 static void subscribe_in(void)
@@ -59,7 +59,7 @@ static void subscribe_in(void)
     ro.onFailure = on_subscribe_failed;
     int rc = MQTTAsync_subscribe(client, in_topic, sub_qos, &ro);
     if (rc != MQTTASYNC_SUCCESS)
-        fprintf(stderr, "wisp-relay: MQTTAsync_subscribe: rc %d\n", rc);
+        (void)fprintf(stderr, "wisp-relay: MQTTAsync_subscribe: rc %d\n", rc);
 }
 
 /* Called on the initial connect and after every automatic reconnect (clean session). */
@@ -73,14 +73,14 @@ static void on_connected(void *ctx, char *cause)
 static void on_connect_failed(void *ctx, MQTTAsync_failureData *resp)
 {
     (void)ctx;
-    fprintf(stderr, "wisp-relay: connect failed (rc %d%s%s)\n", resp ? resp->code : -1,
-            resp && resp->message ? ": " : "", resp && resp->message ? resp->message : "");
+    (void)fprintf(stderr, "wisp-relay: connect failed (rc %d%s%s)\n", resp ? resp->code : -1,
+                  resp && resp->message ? ": " : "", resp && resp->message ? resp->message : "");
 }
 
 static void on_connection_lost(void *ctx, char *cause)
 {
     (void)ctx;
-    fprintf(stderr, "wisp-relay: connection lost (%s), reconnecting\n", cause ? cause : "?");
+    (void)fprintf(stderr, "wisp-relay: connection lost (%s), reconnecting\n", cause ? cause : "?");
 }
 
 static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *m)
@@ -89,17 +89,7 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
     (void)topic_len;
     atomic_fetch_add_explicit(&n_in, 1, memory_order_relaxed);
 
-    cJSON *obj = cJSON_ParseWithLength(m->payload, (size_t)m->payloadlen);
-    const cJSON *temp = cJSON_GetObjectItemCaseSensitive(obj, "temp");
-    if (!cJSON_IsObject(obj) || !cJSON_IsNumber(temp)) {
-        atomic_fetch_add_explicit(&n_bad, 1, memory_order_relaxed);
-        goto done;
-    }
-    double t = temp->valuedouble;
-    cJSON_AddNumberToObject(obj, "temp_f", t * 9.0 / 5.0 + 32.0);
-    cJSON_AddBoolToObject(obj, "alert", t > threshold);
-
-    char *out = cJSON_PrintUnformatted(obj);
+    char *out = bench_transform(m->payload, (size_t)m->payloadlen, threshold);
     if (!out) {
         atomic_fetch_add_explicit(&n_bad, 1, memory_order_relaxed);
         goto done;
@@ -114,7 +104,6 @@ static int on_message(void *ctx, char *topic, int topic_len, MQTTAsync_message *
         atomic_fetch_add_explicit(&n_send_err, 1, memory_order_relaxed);
     cJSON_free(out);
 done:
-    cJSON_Delete(obj);
     MQTTAsync_freeMessage(&m);
     MQTTAsync_free(topic);
     return 1;
@@ -122,10 +111,10 @@ done:
 
 static void usage(FILE *f)
 {
-    fputs("usage: wisp-relay --broker URI [--qos 0|1] [--in TOPIC] [--out TOPIC]\n"
-          "  subscribes TOPIC (bench/in), adds temp_f and alert ($THRESHOLD, default 30),\n"
-          "  publishes to bench/out with the input's QoS; prints \"ready\" when subscribed\n",
-          f);
+    (void)fputs("usage: wisp-relay --broker URI [--qos 0|1] [--in TOPIC] [--out TOPIC]\n"
+                "  subscribes TOPIC (bench/in), adds temp_f and alert ($THRESHOLD, default 30),\n"
+                "  publishes to bench/out with the input's QoS; prints \"ready\" when subscribed\n",
+                f);
 }
 
 int main(int argc, char **argv)
@@ -142,7 +131,7 @@ int main(int argc, char **argv)
             broker = v;
             i++;
         } else if (!strcmp(a, "--qos") && v) {
-            sub_qos = atoi(v);
+            sub_qos = (int)strtol(v, NULL, 10);
             i++;
         } else if (!strcmp(a, "--in") && v) {
             in_topic = v;
@@ -171,10 +160,10 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     char client_id[64];
-    snprintf(client_id, sizeof client_id, "wisp-relay-%ld", (long)getpid());
+    (void)snprintf(client_id, sizeof client_id, "wisp-relay-%ld", (long)getpid());
     int rc = MQTTAsync_create(&client, broker, client_id, MQTTCLIENT_PERSISTENCE_NONE, NULL);
     if (rc != MQTTASYNC_SUCCESS) {
-        fprintf(stderr, "wisp-relay: MQTTAsync_create(%s): rc %d\n", broker, rc);
+        (void)fprintf(stderr, "wisp-relay: MQTTAsync_create(%s): rc %d\n", broker, rc);
         return 1;
     }
     MQTTAsync_setCallbacks(client, NULL, on_connection_lost, on_message, NULL);
@@ -189,7 +178,7 @@ int main(int argc, char **argv)
     co.onFailure = on_connect_failed;
     rc = MQTTAsync_connect(client, &co);
     if (rc != MQTTASYNC_SUCCESS) {
-        fprintf(stderr, "wisp-relay: MQTTAsync_connect(%s): rc %d\n", broker, rc);
+        (void)fprintf(stderr, "wisp-relay: MQTTAsync_connect(%s): rc %d\n", broker, rc);
         MQTTAsync_destroy(&client);
         return 1;
     }
@@ -202,8 +191,8 @@ int main(int argc, char **argv)
     MQTTAsync_disconnect(client, &dopt);
     usleep(100 * 1000);
     MQTTAsync_destroy(&client);
-    fprintf(stderr, "wisp-relay: in=%lu out=%lu bad=%lu send_err=%lu\n",
-            (unsigned long)atomic_load(&n_in), (unsigned long)atomic_load(&n_out),
-            (unsigned long)atomic_load(&n_bad), (unsigned long)atomic_load(&n_send_err));
+    (void)fprintf(stderr, "wisp-relay: in=%lu out=%lu bad=%lu send_err=%lu\n",
+                  (unsigned long)atomic_load(&n_in), (unsigned long)atomic_load(&n_out),
+                  (unsigned long)atomic_load(&n_bad), (unsigned long)atomic_load(&n_send_err));
     return 0;
 }
