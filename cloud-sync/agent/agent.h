@@ -2,8 +2,8 @@
  * The device agent: wispd's side of the fleet protocol (cloud-sync/README.md,
  * "Fleet protocol"). It runs on the supervisor's loop thread and talks MQTT
  * only through the supervisor's broker connection: the durable session with
- * mqtt.client wisp on a tcp:// broker, else Paho (TLS brokers, mqtt.client
- * paho), which then carries the Last Will:
+ * mqtt.client wisp (plain or TLS broker), else Paho (WebSocket brokers,
+ * mqtt.client paho), which then carries the Last Will:
  *
  *   desired  --parse--> plan --fetch bundle--> verify --unpack--> activate
  *   pool reports --> health check (rollback, offline too) --> reported

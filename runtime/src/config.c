@@ -56,8 +56,9 @@ static const struct opt opts[] = {
     {"mqtt.tls.insecure", NULL, OPT_BOOL, OFF(tls_insecure), "false", 0, 0,
      "do not verify the broker's certificate (testing only)"},
     {"mqtt.client", "mqtt-client", OPT_STR, OFF(mqtt_client), "wisp", 0, 0,
-     "wisp: one connection through wispd's own MQTT client for tcp:// and mqtt:// brokers (Paho "
-     "only for ssl:// and mqtts://); paho: Paho for everything but durable triggers"},
+     "wisp: one connection through wispd's own MQTT client (tcp://, mqtt://, and ssl:// and "
+     "mqtts:// over mbedTLS; Paho only for ws:// and wss://); paho: Paho for everything but "
+     "durable triggers"},
     {"mqtt.durable_session_expiry_s", NULL, OPT_INT, OFF(durable_expiry_s), "604800", 0, INT_MAX,
      "MQTT 5: how long the broker keeps the durable session (and queues its messages) after "
      "wispd disconnects; 0: forever"},

@@ -33,7 +33,7 @@ struct wisp_config {
     char *tls_key;
     bool tls_insecure;
     int durable_expiry_s; /* the durable session's expiry after a disconnect (MQTT 5) */
-    char *mqtt_client;    /* "wisp" (own client for tcp:// brokers) or "paho" */
+    char *mqtt_client;    /* "wisp" (own client, also TLS) or "paho" */
     /* executors */
     int executors_max;
     int idle_timeout_ms;

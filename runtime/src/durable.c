@@ -284,6 +284,10 @@ void wisp_durable_set_subscriptions(struct wisp_durable *d, const char *const *f
             .will_len = will_payload ? strlen(will_payload) : 0,
             .will_qos = 1,
             .will_retain = true,
+            .tls_ca = c->tls_ca,
+            .tls_cert = c->tls_cert,
+            .tls_key = c->tls_key,
+            .tls_insecure = c->tls_insecure,
         };
         struct wisp_msess_hooks h = {
             .on_message = on_message,

@@ -31,11 +31,34 @@
  * released with PUBREL when the next connection resumes the session, so a
  * new message never reuses an identifier the broker would take for a
  * duplicate.
+ *
+ * TLS (ssl://, mqtts://) is mbedTLS on the same non-blocking socket: the
+ * CA, client certificate and key are loaded once into a shared
+ * configuration (struct tls), each connection gets a new SSL context,
+ * handshaken from the loop (ST_TLS: WANT_READ/WANT_WRITE pick the events
+ * watched) before CONNECT. Reads go on until WANT_READ, as mbedTLS may hold
+ * decrypted bytes the socket no longer signals; a write that returned
+ * WANT_WRITE is repeated with the same length (tls_wlen), as mbedTLS
+ * requires.
  */
 #define WISP_LOG_MODULE "msess"
 #include "msess.h"
 
+/* The CA bundle used when TLS is on and no CA file is given (Debian's). */
+#define WISP_MSESS_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
+
+#include <arpa/inet.h>
 #include <errno.h>
+#include <mbedtls/asn1.h>
+#include <mbedtls/ctr_drbg.h>
+#include <mbedtls/entropy.h>
+#include <mbedtls/error.h>
+#include <mbedtls/net_sockets.h>
+#include <mbedtls/oid.h>
+#include <mbedtls/pk.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/version.h>
+#include <mbedtls/x509_crt.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -78,6 +101,7 @@ enum {
 enum state {
     ST_IDLE,       /* waiting for the next connect attempt */
     ST_CONNECTING, /* TCP connect in progress */
+    ST_TLS,        /* TLS handshake in progress */
     ST_CONNACK,    /* CONNECT sent, waiting for CONNACK */
     ST_UP,         /* CONNACK accepted */
 };
@@ -127,11 +151,22 @@ struct req {
     struct sub *subs; /* copies, for the log */
 };
 
+/* TLS material shared by the connections of a session. */
+struct tls {
+    mbedtls_ssl_config conf;
+    mbedtls_x509_crt ca, cert;
+    mbedtls_pk_context key;
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    uint8_t ip[16]; /* the host when it is an IP address literal */
+    size_t ip_len;  /* 0: a name */
+    bool has_ca, has_cert;
+};
+
 struct wisp_msess {
     struct wisp_loop *loop;
     struct wisp_msess_hooks hooks;
     struct wisp_loop_task flush_task; /* writes the output before the loop waits */
-    bool out_blocked;                 /* the socket took less than was queued */
 
     /* configuration */
     char *host, *port, *client_id, *username, *password;
@@ -140,6 +175,9 @@ struct wisp_msess {
     uint16_t receive_max;
     uint8_t will_qos;
     bool will_retain;
+    bool out_blocked; /* the socket took less than was queued */
+    bool ping_out;
+    bool ever_up;
     char *will_topic; /* NULL: no Last Will */
     uint8_t *will_payload;
     size_t will_len;
@@ -147,19 +185,24 @@ struct wisp_msess {
     struct sub *subs;
     size_t nsubs;
 
+    /* TLS: NULL for tcp:// and mqtt:// */
+    struct tls *tls;
+    mbedtls_ssl_context *ssl; /* this connection's, from ST_TLS on */
+    size_t tls_wlen;          /* length of a write to repeat after WANT_WRITE; 0: none */
+    uint32_t tls_want;        /* ST_TLS: the events the handshake waits for */
+    int tls_errno;            /* the socket error behind the last TLS I/O error */
+
     /* connection */
     enum state state;
     int fd;
-    struct wisp_watch *watch;
     uint32_t watch_events;
+    int backoff_ms;
+    struct wisp_watch *watch;
     struct addrinfo *ai, *ai_next;
     uint64_t deadline_ns; /* ST_IDLE: next attempt; ST_CONNECTING/CONNACK: timeout */
-    int backoff_ms;
     uint64_t last_tx_ns, last_rx_ns;
-    bool ping_out;
     int ka_s; /* effective keepalive (v5: Server Keep Alive wins) */
     uint32_t server_max_packet;
-    bool ever_up;
 
     uint8_t *in;
     size_t in_len, in_off, in_cap;
@@ -192,7 +235,7 @@ struct wisp_msess {
     bool fail_pending;
     bool fail_protocol;
     uint8_t fail_reason; /* v5 DISCONNECT reason to send, 0: none */
-    char fail_why[256];
+    char fail_why[512];
 
     struct wisp_msess_stats st;
 };
@@ -225,6 +268,8 @@ static void set_interest(struct wisp_msess *s)
     uint32_t ev = 0;
     if (s->state == ST_CONNECTING) {
         ev = EPOLLOUT;
+    } else if (s->state == ST_TLS) {
+        ev = s->tls_want;
     } else {
         if (s->state == ST_CONNACK || !s->paused)
             ev |= EPOLLIN;
@@ -240,24 +285,102 @@ static void set_interest(struct wisp_msess *s)
         fail(s, 0, false, "epoll: %s", strerror(-rc));
 }
 
+/* ---- TLS ---- */
+
+/* mbedTLS's view of the socket. */
+static int bio_send(void *ctx, const unsigned char *buf, size_t len)
+{
+    struct wisp_msess *s = ctx;
+    for (;;) {
+        ssize_t n = send(s->fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0)
+            return (int)n;
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return MBEDTLS_ERR_SSL_WANT_WRITE;
+        s->tls_errno = errno;
+        return errno == EPIPE || errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET
+                                                     : MBEDTLS_ERR_NET_SEND_FAILED;
+    }
+}
+
+static int bio_recv(void *ctx, unsigned char *buf, size_t len)
+{
+    struct wisp_msess *s = ctx;
+    for (;;) {
+        ssize_t n = recv(s->fd, buf, len, 0);
+        if (n >= 0)
+            return (int)n; /* 0: EOF */
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return MBEDTLS_ERR_SSL_WANT_READ;
+        s->tls_errno = errno;
+        return errno == ECONNRESET ? MBEDTLS_ERR_NET_CONN_RESET : MBEDTLS_ERR_NET_RECV_FAILED;
+    }
+}
+
+/* A TLS error as text: mbedTLS's description and the socket error. */
+static void tls_reason(const struct wisp_msess *s, int rc, char *buf, size_t cap)
+{
+    char e[160];
+    mbedtls_strerror(rc, e, sizeof(e));
+    if (s->tls_errno)
+        (void)snprintf(buf, cap, "%s (%s)", e, strerror(s->tls_errno));
+    else
+        (void)snprintf(buf, cap, "%s", e);
+}
+
+/* Writes up to n bytes: the number written, 0 when the socket takes
+ * nothing now, or -1 (failed). */
+static ssize_t conn_write(struct wisp_msess *s, const uint8_t *p, size_t n)
+{
+    if (!s->ssl) {
+        for (;;) {
+            ssize_t w = send(s->fd, p, n, MSG_NOSIGNAL);
+            if (w > 0)
+                return w;
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+                return 0;
+            fail(s, 0, false, "write: %s", w < 0 ? strerror(errno) : "nothing written");
+            return -1;
+        }
+    }
+    if (s->tls_wlen) /* mbedTLS wants the interrupted write repeated as it was */
+        n = s->tls_wlen;
+    if (n > INT32_MAX)
+        n = INT32_MAX;
+    int rc = mbedtls_ssl_write(s->ssl, p, n);
+    if (rc > 0) {
+        s->tls_wlen = 0;
+        return rc;
+    }
+    if (rc == MBEDTLS_ERR_SSL_WANT_WRITE || rc == MBEDTLS_ERR_SSL_WANT_READ) {
+        s->tls_wlen = n;
+        return 0;
+    }
+    char why[256];
+    tls_reason(s, rc, why, sizeof(why));
+    fail(s, 0, false, "TLS write: %s", why);
+    return -1;
+}
+
 /* Writes what the socket takes now. */
 static void flush_out(struct wisp_msess *s)
 {
     while (s->fd >= 0 && s->out_off < s->out_len) {
-        ssize_t n = send(s->fd, s->out + s->out_off, s->out_len - s->out_off, MSG_NOSIGNAL);
-        if (n > 0) {
-            s->out_off += (size_t)n;
-            s->sent_total += (uint64_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        ssize_t n = conn_write(s, s->out + s->out_off, s->out_len - s->out_off);
+        if (n < 0)
+            return;
+        if (n == 0) {
             s->out_blocked = true; /* EPOLLOUT says when it takes more */
             break;
         }
-        fail(s, 0, false, "write: %s", n < 0 ? strerror(errno) : "nothing written");
-        return;
+        s->out_off += (size_t)n;
+        s->sent_total += (uint64_t)n;
     }
     if (s->out_off == s->out_len) {
         s->out_blocked = false;
@@ -558,6 +681,14 @@ static void drop_socket(struct wisp_msess *s)
         wisp_loop_remove(s->loop, s->watch);
         s->watch = NULL;
     }
+    if (s->ssl) {
+        mbedtls_ssl_free(s->ssl);
+        free(s->ssl);
+        s->ssl = NULL;
+    }
+    s->tls_wlen = 0;
+    s->tls_want = 0;
+    s->tls_errno = 0;
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
@@ -600,8 +731,7 @@ static void close_conn(struct wisp_msess *s, uint64_t now)
         if (p) {
             memcpy(p, pkt, n);
             s->out_len += n;
-            (void)send(s->fd, s->out + s->out_off, s->out_len - s->out_off,
-                       MSG_NOSIGNAL | MSG_DONTWAIT);
+            (void)conn_write(s, s->out + s->out_off, s->out_len - s->out_off);
         }
     }
     s->fail_pending = false;
@@ -733,21 +863,104 @@ static void send_connect(struct wisp_msess *s, uint64_t now)
     out_commit(s, n, now);
 }
 
-/* TCP is up: send CONNECT and wait for CONNACK. */
+/* The transport is up: send CONNECT and wait for CONNACK. */
+static void mqtt_start(struct wisp_msess *s, uint64_t now)
+{
+    s->state = ST_CONNACK;
+    s->last_rx_ns = now;
+    s->out_total = s->sent_total = 0;
+    s->pub_max_len = 0;
+    send_connect(s, now);
+    set_interest(s);
+}
+
+/* mbedTLS's certificate verification flags as one line. */
+static void verify_text(uint32_t flags, char *buf, size_t cap)
+{
+    char info[512];
+    int n = mbedtls_x509_crt_verify_info(info, sizeof(info), "", flags);
+    if (n <= 0) {
+        (void)snprintf(buf, cap, "verification flags 0x%x", (unsigned)flags);
+        return;
+    }
+    size_t o = 0;
+    for (const char *p = info; *p && o + 3 < cap; p++) {
+        if (*p != '\n')
+            buf[o++] = *p;
+        else if (p[1]) {
+            buf[o++] = ';';
+            buf[o++] = ' ';
+        }
+    }
+    buf[o] = '\0';
+}
+
+/* Runs the TLS handshake as far as the socket allows. */
+static void tls_step(struct wisp_msess *s, uint64_t now)
+{
+    int rc = mbedtls_ssl_handshake(s->ssl);
+    if (rc == 0) {
+        log_debug("TLS up with %s:%s (%s, %s), sending CONNECT (MQTT %s)", s->host, s->port,
+                  mbedtls_ssl_get_version(s->ssl), mbedtls_ssl_get_ciphersuite(s->ssl),
+                  s->version == 5 ? "5" : "3.1.1");
+        s->tls_want = 0;
+        mqtt_start(s, now);
+        return;
+    }
+    if (rc == MBEDTLS_ERR_SSL_WANT_READ || rc == MBEDTLS_ERR_SSL_WANT_WRITE) {
+        s->tls_want = rc == MBEDTLS_ERR_SSL_WANT_READ ? EPOLLIN : EPOLLOUT;
+        set_interest(s);
+        return;
+    }
+    uint32_t flags = mbedtls_ssl_get_verify_result(s->ssl);
+    if (rc == MBEDTLS_ERR_X509_CERT_VERIFY_FAILED && flags != 0 && flags != UINT32_MAX) {
+        char info[320];
+        verify_text(flags, info, sizeof(info));
+        fail(s, 0, false,
+             "TLS handshake: the broker's certificate failed verification for '%s': %s", s->host,
+             info);
+        return;
+    }
+    char why[256];
+    tls_reason(s, rc, why, sizeof(why));
+    fail(s, 0, false, "TLS handshake: %s%s", why,
+         s->tls->has_cert ? ""
+                          : " (no client certificate is configured, mqtt.tls.cert: a broker "
+                            "that requires one refuses the handshake)");
+}
+
+/* TCP is up: TLS handshake first, else CONNECT at once. */
 static void tcp_up(struct wisp_msess *s, uint64_t now)
 {
     if (s->ai) {
         freeaddrinfo(s->ai);
         s->ai = s->ai_next = NULL;
     }
-    s->state = ST_CONNACK;
-    s->last_rx_ns = now;
-    s->out_total = s->sent_total = 0;
-    s->pub_max_len = 0;
-    log_debug("TCP connected to %s:%s, sending CONNECT (MQTT %s)", s->host, s->port,
-              s->version == 5 ? "5" : "3.1.1");
-    send_connect(s, now);
-    set_interest(s);
+    if (!s->tls) {
+        log_debug("TCP connected to %s:%s, sending CONNECT (MQTT %s)", s->host, s->port,
+                  s->version == 5 ? "5" : "3.1.1");
+        mqtt_start(s, now);
+        return;
+    }
+    s->ssl = malloc(sizeof(*s->ssl));
+    if (!s->ssl) {
+        fail(s, 0, false, "out of memory");
+        return;
+    }
+    mbedtls_ssl_init(s->ssl);
+    int rc = mbedtls_ssl_setup(s->ssl, &s->tls->conf);
+    if (rc == 0)
+        rc = mbedtls_ssl_set_hostname(s->ssl, s->host); /* verified unless insecure */
+    if (rc != 0) {
+        char why[256];
+        tls_reason(s, rc, why, sizeof(why));
+        fail(s, 0, false, "TLS setup: %s", why);
+        return;
+    }
+    mbedtls_ssl_set_bio(s->ssl, s, bio_send, bio_recv, NULL);
+    s->state = ST_TLS;
+    log_debug("TCP connected to %s:%s, TLS handshake", s->host, s->port);
+    tls_step(s, now);
 }
 
 /* Tries the remaining resolved addresses until one connects or is in
@@ -1306,9 +1519,64 @@ static void process_input(struct wisp_msess *s)
         s->rx_backlog = true; /* processed on resume, from tick */
 }
 
+static void closed_by_broker(struct wisp_msess *s)
+{
+    if (s->in_len > s->in_off)
+        fail(s, 0, true,
+             "connection closed by the broker in the middle of a packet "
+             "(%zu bytes of it received)",
+             s->in_len - s->in_off);
+    else
+        fail(s, 0, false, "connection closed by the broker");
+}
+
+/* read_input over TLS: until WANT_READ, since mbedTLS may hold decrypted
+ * bytes that no socket event will announce (and past READ_BUDGET the rest
+ * comes from tick, see tls_pending). */
+static void read_input_tls(struct wisp_msess *s)
+{
+    size_t budget = READ_BUDGET;
+    while (!s->fail_pending && (s->state == ST_CONNACK || (s->state == ST_UP && !s->paused))) {
+        if (!in_reserve(s, READ_CHUNK))
+            return;
+        size_t room = s->in_cap - s->in_len;
+        int n = mbedtls_ssl_read(s->ssl, s->in + s->in_len, room < INT32_MAX ? room : INT32_MAX);
+        if (n > 0) {
+            s->in_len += (size_t)n;
+            process_input(s);
+            if ((size_t)n >= budget)
+                return;
+            budget -= (size_t)n;
+            continue;
+        }
+        if (n == MBEDTLS_ERR_SSL_WANT_READ || n == MBEDTLS_ERR_SSL_WANT_WRITE)
+            return;
+        if (n == 0 || n == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || n == MBEDTLS_ERR_SSL_CONN_EOF) {
+            closed_by_broker(s);
+            return;
+        }
+        char why[256];
+        tls_reason(s, n, why, sizeof(why));
+        fail(s, 0, false, "TLS read: %s", why);
+        return;
+    }
+}
+
+/* Decrypted or buffered input mbedTLS holds for reading now. */
+static bool tls_pending(const struct wisp_msess *s)
+{
+    return s->ssl && !s->fail_pending &&
+           (s->state == ST_CONNACK || (s->state == ST_UP && !s->paused)) &&
+           mbedtls_ssl_check_pending(s->ssl);
+}
+
 /* Reads what is there (up to READ_BUDGET) and handles the packets. */
 static void read_input(struct wisp_msess *s)
 {
+    if (s->ssl) {
+        read_input_tls(s);
+        return;
+    }
     size_t budget = READ_BUDGET;
     while (!s->fail_pending && (s->state == ST_CONNACK || (s->state == ST_UP && !s->paused))) {
         /* read at least the rest of a packet whose size is known */
@@ -1328,13 +1596,7 @@ static void read_input(struct wisp_msess *s)
             continue;
         }
         if (n == 0) {
-            if (s->in_len > s->in_off)
-                fail(s, 0, true,
-                     "connection closed by the broker in the middle of a packet "
-                     "(%zu bytes of it received)",
-                     s->in_len - s->in_off);
-            else
-                fail(s, 0, false, "connection closed by the broker");
+            closed_by_broker(s);
             return;
         }
         if (errno == EINTR)
@@ -1352,6 +1614,8 @@ static void io_cb(void *ud, int fd, uint32_t events)
     uint64_t now = wisp_mono_ns();
     if (s->state == ST_CONNECTING) {
         connect_done(s, now);
+    } else if (s->state == ST_TLS) {
+        tls_step(s, now);
     } else {
         if (events & EPOLLOUT)
             flush_out(s);
@@ -1372,18 +1636,21 @@ static void io_cb(void *ud, int fd, uint32_t events)
 
 /* ---- configuration ---- */
 
-static int parse_uri(struct wisp_msess *s, const char *uri, char *err, size_t errlen)
+static int parse_uri(struct wisp_msess *s, const char *uri, bool *tls, char *err, size_t errlen)
 {
     const char *sep = uri ? strstr(uri, "://") : NULL;
     if (!sep)
         return wisp_errf(err, errlen, -EINVAL,
-                         "uri: '%s' has no scheme (expected tcp://host:port or mqtt://host:port)",
+                         "uri: '%s' has no scheme (expected tcp://, mqtt://, ssl:// or "
+                         "mqtts://host:port)",
                          uri ? uri : "");
     size_t slen = (size_t)(sep - uri);
-    if (!((slen == 3 && memcmp(uri, "tcp", 3) == 0) || (slen == 4 && memcmp(uri, "mqtt", 4) == 0)))
+    *tls = (slen == 3 && memcmp(uri, "ssl", 3) == 0) || (slen == 5 && memcmp(uri, "mqtts", 5) == 0);
+    if (!*tls &&
+        !((slen == 3 && memcmp(uri, "tcp", 3) == 0) || (slen == 4 && memcmp(uri, "mqtt", 4) == 0)))
         return wisp_errf(err, errlen, -EINVAL,
                          "uri: scheme '%.*s' in '%s' is not supported by the durable session "
-                         "(tcp:// or mqtt://; no TLS or WebSockets yet)",
+                         "(tcp://, mqtt://, ssl:// or mqtts://; no WebSockets)",
                          (int)slen, uri, uri);
     const char *h = sep + 3, *hend, *port = NULL;
     if (*h == '[') {
@@ -1404,7 +1671,7 @@ static int parse_uri(struct wisp_msess *s, const char *uri, char *err, size_t er
     }
     if (hend == h)
         return wisp_errf(err, errlen, -EINVAL, "uri: '%s' has no host", uri);
-    int64_t pnum = 1883;
+    int64_t pnum = *tls ? 8883 : 1883;
     if (port && wisp_parse_i64(port, 1, 65535, &pnum) != 0)
         return wisp_errf(err, errlen, -EINVAL, "uri: '%s': port '%s' is not in 1..65535", uri,
                          port);
@@ -1414,6 +1681,168 @@ static int parse_uri(struct wisp_msess *s, const char *uri, char *err, size_t er
     s->port = wisp_strndup(pbuf, strlen(pbuf));
     if (!s->host || !s->port)
         return wisp_errf(err, errlen, -ENOMEM, "out of memory");
+    return 0;
+}
+
+#if MBEDTLS_VERSION_MAJOR < 3
+/* Whether crt's subjectAltName lists the IP address ip (iPAddress, [7]).
+ * mbedTLS 2.28 matches host names against dNSName entries only. */
+static bool san_has_ip(const mbedtls_x509_crt *crt, const uint8_t *ip, size_t ip_len)
+{
+    unsigned char *p = crt->v3_ext.p;
+    const unsigned char *end = p ? p + crt->v3_ext.len : NULL;
+    size_t len;
+    if (!p || mbedtls_asn1_get_tag(&p, end, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE))
+        return false;
+    end = p + len;
+    while (p < end) {
+        size_t elen, olen;
+        if (mbedtls_asn1_get_tag(&p, end, &elen, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE))
+            return false;
+        const unsigned char *eend = p + elen;
+        if (mbedtls_asn1_get_tag(&p, eend, &olen, MBEDTLS_ASN1_OID))
+            return false;
+        bool san = olen == MBEDTLS_OID_SIZE(MBEDTLS_OID_SUBJECT_ALT_NAME) &&
+                   memcmp(p, MBEDTLS_OID_SUBJECT_ALT_NAME, olen) == 0;
+        p += olen;
+        if (!san) {
+            p = (unsigned char *)(uintptr_t)eend;
+            continue;
+        }
+        int critical;
+        (void)mbedtls_asn1_get_bool(&p, eend, &critical); /* optional */
+        if (mbedtls_asn1_get_tag(&p, eend, &len, MBEDTLS_ASN1_OCTET_STRING) ||
+            mbedtls_asn1_get_tag(&p, eend, &len, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE))
+            return false;
+        const unsigned char *gend = p + len;
+        while (p < gend) {
+            unsigned char tag = *p++;
+            size_t glen;
+            if (mbedtls_asn1_get_len(&p, gend, &glen))
+                return false;
+            if (tag == (MBEDTLS_ASN1_CONTEXT_SPECIFIC | 7) && glen == ip_len &&
+                memcmp(p, ip, ip_len) == 0)
+                return true;
+            p += glen;
+        }
+        return false;
+    }
+    return false;
+}
+
+/* Lets a broker addressed by IP match an iPAddress subjectAltName. */
+static int verify_cb(void *ud, mbedtls_x509_crt *crt, int depth, uint32_t *flags)
+{
+    const struct tls *t = ud;
+    if (depth == 0 && t->ip_len && (*flags & MBEDTLS_X509_BADCERT_CN_MISMATCH) &&
+        san_has_ip(crt, t->ip, t->ip_len))
+        *flags &= ~(uint32_t)MBEDTLS_X509_BADCERT_CN_MISMATCH;
+    return 0;
+}
+#endif
+
+static void tls_free(struct tls *t)
+{
+    if (!t)
+        return;
+    mbedtls_ssl_config_free(&t->conf);
+    mbedtls_x509_crt_free(&t->ca);
+    mbedtls_x509_crt_free(&t->cert);
+    mbedtls_pk_free(&t->key);
+    mbedtls_ctr_drbg_free(&t->drbg);
+    mbedtls_entropy_free(&t->entropy);
+    free(t);
+}
+
+/* mbedTLS's text for rc after "what 'file': ". */
+static int tls_errf(char *err, size_t errlen, const char *what, const char *file, int rc)
+{
+    char e[160];
+    mbedtls_strerror(rc, e, sizeof(e));
+    return wisp_errf(err, errlen, -EINVAL, "%s '%s': %s", what, file, e);
+}
+
+/* Loads the CA, the client certificate and key, once per session. */
+static int tls_load(struct wisp_msess *s, const struct wisp_msess_config *c, char *err,
+                    size_t errlen)
+{
+    struct tls *t = calloc(1, sizeof(*t));
+    if (!t)
+        return wisp_errf(err, errlen, -ENOMEM, "out of memory");
+    s->tls = t;
+    mbedtls_ssl_config_init(&t->conf);
+    mbedtls_x509_crt_init(&t->ca);
+    mbedtls_x509_crt_init(&t->cert);
+    mbedtls_pk_init(&t->key);
+    mbedtls_ctr_drbg_init(&t->drbg);
+    mbedtls_entropy_init(&t->entropy);
+    static const char pers[] = "wisp-msess";
+    int rc = mbedtls_ctr_drbg_seed(&t->drbg, mbedtls_entropy_func, &t->entropy,
+                                   (const unsigned char *)pers, sizeof(pers) - 1);
+    if (rc)
+        return tls_errf(err, errlen, "tls: random generator", "entropy", rc);
+    const char *ca = c->tls_ca;
+    if (!ca && !c->tls_insecure)
+        ca = WISP_MSESS_SYSTEM_CA;
+    if (ca) {
+        /* > 0: some certificates of a bundle did not parse, the others did
+         * (none parsed is an error) */
+        rc = mbedtls_x509_crt_parse_file(&t->ca, ca);
+        if (rc < 0)
+            return tls_errf(err, errlen,
+                            c->tls_ca ? "mqtt.tls.ca: cannot load"
+                                      : "mqtt.tls.ca: none given; cannot load the system CA bundle",
+                            ca, rc);
+        t->has_ca = true;
+    }
+    if (!c->tls_cert != !c->tls_key)
+        return wisp_errf(
+            err, errlen, -EINVAL,
+            "mqtt.tls: a client certificate needs its key (mqtt.tls.cert and mqtt.tls.key)");
+    if (c->tls_cert) {
+        rc = mbedtls_x509_crt_parse_file(&t->cert, c->tls_cert);
+        if (rc)
+            return tls_errf(err, errlen, "mqtt.tls.cert: cannot load", c->tls_cert,
+                            rc < 0 ? rc : MBEDTLS_ERR_X509_INVALID_FORMAT);
+#if MBEDTLS_VERSION_MAJOR >= 3
+        rc = mbedtls_pk_parse_keyfile(&t->key, c->tls_key, NULL, mbedtls_ctr_drbg_random, &t->drbg);
+#else
+        rc = mbedtls_pk_parse_keyfile(&t->key, c->tls_key, NULL);
+#endif
+        if (rc)
+            return tls_errf(err, errlen, "mqtt.tls.key: cannot load", c->tls_key, rc);
+        t->has_cert = true;
+#if MBEDTLS_VERSION_MAJOR >= 3
+        rc = mbedtls_pk_check_pair(&t->cert.pk, &t->key, mbedtls_ctr_drbg_random, &t->drbg);
+#else
+        rc = mbedtls_pk_check_pair(&t->cert.pk, &t->key);
+#endif
+        if (rc)
+            return wisp_errf(err, errlen, -EINVAL, "mqtt.tls.key: '%s' is not the key of '%s'",
+                             c->tls_key, c->tls_cert);
+    }
+    rc = mbedtls_ssl_config_defaults(&t->conf, MBEDTLS_SSL_IS_CLIENT, MBEDTLS_SSL_TRANSPORT_STREAM,
+                                     MBEDTLS_SSL_PRESET_DEFAULT);
+    if (!rc && c->tls_cert)
+        rc = mbedtls_ssl_conf_own_cert(&t->conf, &t->cert, &t->key);
+    if (rc)
+        return tls_errf(err, errlen, "tls: setting up for", s->host, rc);
+#if MBEDTLS_VERSION_MAJOR < 3
+    mbedtls_ssl_conf_min_version(&t->conf, MBEDTLS_SSL_MAJOR_VERSION_3,
+                                 MBEDTLS_SSL_MINOR_VERSION_3); /* TLS 1.2 */
+#endif
+    mbedtls_ssl_conf_rng(&t->conf, mbedtls_ctr_drbg_random, &t->drbg);
+    mbedtls_ssl_conf_authmode(&t->conf, c->tls_insecure ? MBEDTLS_SSL_VERIFY_NONE
+                                                        : MBEDTLS_SSL_VERIFY_REQUIRED);
+    if (t->has_ca)
+        mbedtls_ssl_conf_ca_chain(&t->conf, &t->ca, NULL);
+    if (inet_pton(AF_INET, s->host, t->ip) == 1)
+        t->ip_len = 4;
+    else if (inet_pton(AF_INET6, s->host, t->ip) == 1)
+        t->ip_len = 16;
+#if MBEDTLS_VERSION_MAJOR < 3
+    mbedtls_ssl_conf_verify(&t->conf, verify_cb, t);
+#endif
     return 0;
 }
 
@@ -1481,14 +1910,44 @@ static int load_config(struct wisp_msess *s, const struct wisp_msess_config *c, 
         rc = copy_str(&s->username, c->username, "username", err, errlen);
     if (!rc)
         rc = copy_str(&s->password, c->password, "password", err, errlen);
+    bool tls = false;
     if (!rc)
-        rc = parse_uri(s, c->uri, err, errlen);
+        rc = parse_uri(s, c->uri, &tls, err, errlen);
     if (!rc && c->will_topic)
         rc = copy_will(s, c, err, errlen);
+    if (!rc && tls)
+        rc = tls_load(s, c, err, errlen);
     return rc;
 }
 
+/* Frees what load_config made. */
+static void free_config(struct wisp_msess *s)
+{
+    free(s->host);
+    free(s->port);
+    free(s->client_id);
+    free(s->username);
+    free(s->will_topic);
+    free(s->will_payload);
+    if (s->password)
+        explicit_bzero(s->password, strlen(s->password));
+    free(s->password);
+    tls_free(s->tls);
+}
+
 /* ---- public API ---- */
+
+int wisp_msess_check_config(const struct wisp_msess_config *cfg, char *err, size_t errlen)
+{
+    struct wisp_msess *s = calloc(1, sizeof(*s));
+    if (!s)
+        return wisp_errf(err, errlen, -ENOMEM, "out of memory");
+    s->fd = -1;
+    int rc = load_config(s, cfg, err, errlen);
+    free_config(s);
+    free(s);
+    return rc;
+}
 
 int wisp_msess_create(struct wisp_loop *loop, const struct wisp_msess_config *cfg,
                       const struct wisp_msess_hooks *hooks, struct wisp_msess **out, char *err,
@@ -1512,6 +1971,9 @@ int wisp_msess_create(struct wisp_loop *loop, const struct wisp_msess_config *cf
         wisp_msess_destroy(s);
         return rc;
     }
+    if (cfg->tls_insecure && s->tls)
+        log_warn("TLS to %s:%s without verifying the broker's certificate (tls insecure)", s->host,
+                 s->port);
     s->backoff_ms = s->reconnect_min_ms;
     s->server_max_packet = UINT32_MAX;
     uint64_t now = wisp_mono_ns();
@@ -1532,8 +1994,8 @@ void wisp_msess_destroy(struct wisp_msess *s)
         if (p) {
             memcpy(p, pkt, n);
             s->out_len += n;
-            (void)send(s->fd, s->out + s->out_off, s->out_len - s->out_off,
-                       MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (conn_write(s, s->out + s->out_off, s->out_len - s->out_off) > 0 && s->ssl)
+                (void)mbedtls_ssl_close_notify(s->ssl);
         }
         log_info("disconnected from %s:%s (the broker keeps session '%s')", s->host, s->port,
                  s->client_id);
@@ -1548,15 +2010,7 @@ void wisp_msess_destroy(struct wisp_msess *s)
     free(s->in);
     free(s->out);
     free(s->pid_state);
-    free(s->host);
-    free(s->port);
-    free(s->client_id);
-    free(s->username);
-    free(s->will_topic);
-    free(s->will_payload);
-    if (s->password)
-        explicit_bzero(s->password, strlen(s->password));
-    free(s->password);
+    free_config(s);
     wisp_loop_cancel(s->loop, &s->flush_task);
     free(s);
 }
@@ -1776,7 +2230,7 @@ int wisp_msess_next_timeout_ms(const struct wisp_msess *s, uint64_t now_ns)
 {
     if (!s)
         return -1;
-    if (s->fail_pending || (s->rx_backlog && !s->paused) || q0_written(s))
+    if (s->fail_pending || (s->rx_backlog && !s->paused) || q0_written(s) || tls_pending(s))
         return 0;
     uint64_t due = UINT64_MAX;
     if (s->state != ST_UP) {
@@ -1805,6 +2259,8 @@ void wisp_msess_tick(struct wisp_msess *s, uint64_t now_ns)
         return;
     if (s->rx_backlog && !s->paused && !s->fail_pending)
         process_input(s);
+    if (tls_pending(s) && !s->rx_backlog)
+        read_input(s);
     if (s->fail_pending) {
         /* handled below */
     } else if (s->state == ST_IDLE) {
@@ -1813,7 +2269,9 @@ void wisp_msess_tick(struct wisp_msess *s, uint64_t now_ns)
     } else if (s->state != ST_UP) {
         if (now_ns >= s->deadline_ns)
             fail(s, 0, false, "%s timed out after %d ms",
-                 s->state == ST_CONNECTING ? "TCP connect" : "waiting for CONNACK",
+                 s->state == ST_CONNECTING ? "TCP connect"
+                 : s->state == ST_TLS      ? "TLS handshake"
+                                           : "waiting for CONNACK",
                  CONNECT_TIMEOUT_MS);
     } else if (s->ka_s > 0) {
         uint64_t k = (uint64_t)s->ka_s * 1000000000u;

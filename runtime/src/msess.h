@@ -8,10 +8,11 @@
  * the broker counts as delivered. Here a QoS 1/2 PUBLISH is acknowledged
  * only when the application calls wisp_msess_ack, after the event is
  * committed to the inbox. It also publishes (the outbox), and with
- * mqtt.client "wisp" it carries every subscription and publish of a
- * tcp:// broker; Paho remains for TLS brokers.
+ * mqtt.client "wisp" it carries every subscription and publish of the
+ * broker, plain or TLS.
  *
- * Protocol: MQTT 3.1.1 and 5 over TCP; CONNECT with clean session off
+ * Protocol: MQTT 3.1.1 and 5 over TCP or TLS (mbedTLS, TLS 1.2; the
+ * broker's certificate verified against the CA and the host); CONNECT with clean session off
  * (v5: Clean Start 0 + Session Expiry Interval), keepalive PINGREQ,
  * SUBSCRIBE on every connect, inbound PUBLISH at QoS 0/1/2 (QoS 2: PUBREC
  * at ack, PUBCOMP on PUBREL), reconnect with doubling backoff. Malformed
@@ -29,7 +30,9 @@ struct wisp_loop;
 struct wisp_msess;
 
 struct wisp_msess_config {
-    const char *uri;           /* tcp://host:port or mqtt://host:port (default port 1883) */
+    /* tcp://host:port or mqtt://host:port (default port 1883); ssl:// or
+     * mqtts:// for TLS (default port 8883) */
+    const char *uri;
     const char *client_id;     /* required; the session is keyed by it */
     int version;               /* 4 (3.1.1) or 5 */
     int keepalive_s;           /* 0 = none */
@@ -47,6 +50,15 @@ struct wisp_msess_config {
     size_t will_len;
     int will_qos; /* 0..2 */
     bool will_retain;
+    /* TLS (ssl://, mqtts://), read once at create. tls_ca: PEM CA file
+     * (NULL: the system bundle); tls_cert and tls_key: PEM client
+     * certificate and its key, both or neither; tls_insecure: no
+     * verification of the broker's certificate (else it must chain to the CA
+     * and match the host). */
+    const char *tls_ca;
+    const char *tls_cert;
+    const char *tls_key;
+    bool tls_insecure;
 };
 
 struct wisp_msess_sub {
@@ -82,10 +94,15 @@ struct wisp_msess_stats {
 };
 
 /* Copies cfg. Starts connecting at once (or from the first tick).
- * Returns 0 or a negative errno with err filled ("uri: ..."). */
+ * Returns 0 or a negative errno with err filled ("uri: ...", or naming the
+ * TLS file that cannot be loaded). */
 int wisp_msess_create(struct wisp_loop *loop, const struct wisp_msess_config *cfg,
                       const struct wisp_msess_hooks *hooks, struct wisp_msess **out, char *err,
                       size_t errlen);
+/* Checks cfg as wisp_msess_create would (the URI; with TLS, loading the
+ * CA, certificate and key files) without connecting: 0 or a negative errno
+ * with err filled. */
+int wisp_msess_check_config(const struct wisp_msess_config *cfg, char *err, size_t errlen);
 /* Sends DISCONNECT when connected (the broker keeps the session), closes,
  * frees. NULL ok. */
 void wisp_msess_destroy(struct wisp_msess *s);

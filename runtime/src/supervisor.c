@@ -19,6 +19,7 @@
 #include "log.h"
 #include "loop.h"
 #include "mqtt.h"
+#include "msess.h"
 #include "pool.h"
 #include "registry.h"
 #include "subs.h"
@@ -194,17 +195,38 @@ static void add_managed(void *ud, const char *name, const char *dir)
     set->specs[set->n++] = spec;
 }
 
-/* wispd's own MQTT client (msess.c) speaks plain TCP only. */
+/* wispd's own MQTT client (msess.c) speaks MQTT over TCP and over TLS
+ * (mbedTLS); Paho's other schemes (ws://, wss://) stay with Paho. */
 static bool own_client_takes(const char *broker)
 {
-    return strncmp(broker, "tcp://", 6) == 0 || strncmp(broker, "mqtt://", 7) == 0;
+    return strncmp(broker, "tcp://", 6) == 0 || strncmp(broker, "mqtt://", 7) == 0 ||
+           strncmp(broker, "ssl://", 6) == 0 || strncmp(broker, "mqtts://", 8) == 0;
+}
+
+/* The own client reads its TLS files when its session first starts (from
+ * durable.c, once there are subscriptions): read them now, so that a bad
+ * file stops wispd at start like any configuration error. */
+static int check_own_client(const struct wisp_config *cfg, char *err, size_t errlen)
+{
+    if (!own_client_takes(cfg->broker))
+        return 0;
+    struct wisp_msess_config mc = {
+        .uri = cfg->broker,
+        .client_id = "wisp-check",
+        .version = 4,
+        .tls_ca = cfg->tls_ca,
+        .tls_cert = cfg->tls_cert,
+        .tls_key = cfg->tls_key,
+        .tls_insecure = cfg->tls_insecure,
+    };
+    return wisp_msess_check_config(&mc, err, errlen);
 }
 
 /* Durable triggers need wispd's own MQTT client (it acknowledges a message
- * only after the inbox commit). On a broker it cannot reach (TLS) they are
- * served through Paho like the others, acknowledged on receipt, and each
- * function says so once per load. */
-static void tls_without_inbox(struct sup *s, struct wisp_fnspec **specs, size_t n)
+ * only after the inbox commit). On a broker it cannot reach (WebSockets)
+ * they are served through Paho like the others, acknowledged on receipt,
+ * and each function says so once per load. */
+static void ws_without_inbox(struct sup *s, struct wisp_fnspec **specs, size_t n)
 {
     for (size_t i = 0; !own_client_takes(s->cfg->broker) && i < n; i++) {
         for (size_t k = 0; k < specs[i]->n_triggers; k++) {
@@ -212,8 +234,9 @@ static void tls_without_inbox(struct sup *s, struct wisp_fnspec **specs, size_t 
             if (t->kind != &wisp_trigger_mqtt || !t->durable)
                 continue;
             t->durable = false;
-            log_warn("%s: trigger on %s: durable delivery (inbox before PUBACK) needs a tcp:// "
-                     "broker; on %s its QoS %d messages are acknowledged on receipt",
+            log_warn("%s: trigger on %s: durable delivery (inbox before PUBACK) needs a tcp://, "
+                     "mqtt://, ssl:// or mqtts:// broker; on %s its QoS %d messages are "
+                     "acknowledged on receipt",
                      specs[i]->name, t->topic, s->cfg->broker, t->qos);
         }
     }
@@ -234,7 +257,7 @@ static int load_functions(struct sup *s, bool initial)
         wisp_agent_foreach_managed(s->agent, add_managed, &set);
     log_info("%s %s: %zu function(s) loaded, %zu rejected%s", initial ? "loaded" : "reloaded",
              s->cfg->functions, local, scan.n_rejected, s->agent ? " (plus managed ones)" : "");
-    tls_without_inbox(s, set.specs, set.n);
+    ws_without_inbox(s, set.specs, set.n);
     wisp_pool_set_functions(s->pool, set.specs, set.n);
     free(set.specs); /* the specs themselves now belong to the pool */
     wisp_devices_set_functions(s->devices);
@@ -510,11 +533,12 @@ int wisp_supervisor_run(const struct wisp_config *cfg)
         log_error("cannot set up the process: %s", strerror(errno));
         goto out;
     }
-    if (wisp_durable_create(s.loop, cfg, &s.durable, err, sizeof(err)) != 0) {
+    if (check_own_client(cfg, err, sizeof(err)) != 0 ||
+        wisp_durable_create(s.loop, cfg, &s.durable, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out;
     }
-    /* The own client speaks plain TCP only; TLS brokers go through Paho. */
+    /* mqtt.client wisp: everything through the own client, plain or TLS. */
     s.own = strcmp(cfg->mqtt_client, "wisp") == 0 && own_client_takes(cfg->broker);
     struct wisp_pool_config pc = {
         .outbox_qos1 = s.own, /* the own client resends nothing by itself */

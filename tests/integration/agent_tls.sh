@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The device agent over Paho: wispd on an mqtts:// broker with a client
-# certificate is fleet-managed like on tcp://. The control plane is played
+# certificate (mqtt.client paho; wispd_tls.sh covers the own client on TLS)
+# is fleet-managed like on tcp://. The control plane is played
 # by mosquitto_pub/sub over the plain listener of the same broker: status
 # online (retained) and hello, a signed bundle deployed from the desired
 # state serves and is reported active, metering batches arrive, a clean
@@ -17,7 +18,8 @@ mkdir -p "$fns" "$TEST_TMP/trust" "$TEST_TMP/src/echo"
 cp "$TEST_TMP/publisher.pub" "$TEST_TMP/trust/publisher.pem"
 cat >"$TEST_TMP/wispd.json" <<EOF
 {"broker": "$tls_uri",
- "mqtt": {"tls": {"ca": "$pki/ca.crt", "cert": "$pki/client.crt", "key": "$pki/client.key"}},
+ "mqtt": {"client": "paho",
+          "tls": {"ca": "$pki/ca.crt", "cert": "$pki/client.crt", "key": "$pki/client.key"}},
  "cloud": {"enabled": true, "trust": "$TEST_TMP/trust", "labels": "site=lab",
            "token": "fleet-secret", "meter_interval_ms": 200}}
 EOF
@@ -39,7 +41,7 @@ sub_lines hello | cut -d' ' -f2- | jq -e '.device == "gw-tls" and .labels.site =
   fail "hello: $(sub_lines hello)"
 
 # 2. A signed bundle deployed from the desired state serves (a non-durable
-# trigger: durable ones need the own session, which has no TLS yet).
+# trigger, served by Paho).
 dir=$TEST_TMP/src/echo
 printf '{"name": "echo", "version": "1.0.0", "triggers": [{"type": "mqtt", "topic": "in/echo", "qos": 1, "durable": false}], "retry": {"max": 0}}\n' >"$dir/function.json"
 printf 'return function(e, ctx)\n  ctx.publish("out/echo", "tls " .. e.payload)\nend\n' >"$dir/handler.lua"

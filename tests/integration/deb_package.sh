@@ -104,7 +104,7 @@ deb_check_installed_size
 # Depends: the package of every library wispd and wisp link, and of the Paho
 # libraries wispd dlopen()s (their sonames are strings in the binary).
 deb_check_depends "$root/usr/bin/wispd" "$root/usr/bin/wispd" "$root/usr/bin/wisp"
-deb_check_depends_on liblua5.4-0 lua-cjson liblmdb0 libcjson1 libpaho-mqtt1.3 adduser
+deb_check_depends_on liblua5.4-0 lua-cjson liblmdb0 libcjson1 libmbedtls14 libmbedx509-1 libmbedcrypto7 libpaho-mqtt1.3 adduser
 say "package: ${deb##*/}, $(stat -c %s "$deb") bytes, Installed-Size $kib KiB, wispd + wisp $bin_bytes bytes"
 say "Depends: $depends"
 
