@@ -5,6 +5,8 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* True when --help or -h stands among the options (before any "--"). */
@@ -15,6 +17,54 @@ static inline bool bench_wants_help(int argc, char **argv)
             return true;
     }
     return false;
+}
+
+/* The options of the transform programs (relay.c, ceiling.c). */
+struct bench_relay_opts {
+    const char *broker, *in_topic, *out_topic;
+    int qos;
+    double threshold; /* from $THRESHOLD, as in the Lua function */
+};
+
+/* Parses --broker URI [--qos 0..max_qos] [--in TOPIC] [--out TOPIC]; false on anything else
+ * or without --broker. */
+static inline bool bench_relay_parse(int argc, char **argv, int max_qos, struct bench_relay_opts *o)
+{
+    *o = (struct bench_relay_opts){
+        .in_topic = "bench/in", .out_topic = "bench/out", .threshold = 30.0};
+    for (int i = 1; i + 1 < argc; i += 2) {
+        const char *a = argv[i], *v = argv[i + 1];
+        if (!strcmp(a, "--broker"))
+            o->broker = v;
+        else if (!strcmp(a, "--qos"))
+            o->qos = (int)strtol(v, NULL, 10);
+        else if (!strcmp(a, "--in"))
+            o->in_topic = v;
+        else if (!strcmp(a, "--out"))
+            o->out_topic = v;
+        else
+            return false;
+    }
+    const char *th = getenv("THRESHOLD");
+    if (th && *th)
+        o->threshold = strtod(th, NULL);
+    return argc % 2 == 1 && o->broker && o->qos >= 0 && o->qos <= max_qos;
+}
+
+/* main()'s start for both: -1 to go on with *o, else the exit status (help printed, or usage
+ * to stderr for bad options). */
+static inline int bench_relay_args(int argc, char **argv, int max_qos, void (*usage)(FILE *),
+                                   struct bench_relay_opts *o)
+{
+    if (bench_wants_help(argc, argv)) {
+        usage(stdout);
+        return 0;
+    }
+    if (!bench_relay_parse(argc, argv, max_qos, o)) {
+        usage(stderr);
+        return 2;
+    }
+    return -1;
 }
 
 /* The benchmark's transform, as in the Lua function: the input object plus temp_f (temp in

@@ -37,7 +37,7 @@ static struct {
     char *backlog[BACKLOG];
     unsigned head, n;
     unsigned long in, out, bad, dropped;
-} g = {.out_topic = "bench/out", .threshold = 30.0};
+} g;
 
 static volatile sig_atomic_t stop;
 
@@ -107,39 +107,13 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    const char *broker = NULL, *in_topic = "bench/in";
-    if (bench_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) {
-            usage(stderr);
-            return 2;
-        }
-        if (!strcmp(a, "--broker"))
-            broker = v;
-        else if (!strcmp(a, "--qos"))
-            g.qos = (int)strtol(v, NULL, 10);
-        else if (!strcmp(a, "--in"))
-            in_topic = v;
-        else if (!strcmp(a, "--out"))
-            g.out_topic = v;
-        else {
-            usage(stderr);
-            return 2;
-        }
-        i++;
-    }
-    if (!broker || g.qos < 0 || g.qos > 1) {
-        usage(stderr);
-        return 2;
-    }
-    const char *th = getenv("THRESHOLD");
-    if (th && *th)
-        g.threshold = strtod(th, NULL);
+    struct bench_relay_opts o;
+    int status = bench_relay_args(argc, argv, 1, usage, &o);
+    if (status >= 0)
+        return status;
+    g.out_topic = o.out_topic;
+    g.qos = o.qos;
+    g.threshold = o.threshold;
     wisp_log_threshold = WISP_LOG_WARN;
     (void)signal(SIGINT, on_signal);
     (void)signal(SIGTERM, on_signal);
@@ -152,7 +126,7 @@ int main(int argc, char **argv)
     char client_id[64];
     (void)snprintf(client_id, sizeof client_id, "wisp-ceiling-%ld", (long)getpid());
     struct wisp_msess_config c = {
-        .uri = broker,
+        .uri = o.broker,
         .client_id = client_id,
         .version = 5,
         .keepalive_s = 30,
@@ -165,7 +139,7 @@ int main(int argc, char **argv)
         wisp_loop_destroy(loop);
         return 1;
     }
-    const struct wisp_msess_sub sub = {in_topic, g.qos};
+    const struct wisp_msess_sub sub = {o.in_topic, g.qos};
     (void)wisp_msess_set_subscriptions(g.sess, &sub, 1);
     bool ready = false;
     while (!stop) {

@@ -119,38 +119,15 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    const char *broker = NULL;
-    if (bench_wants_help(argc, argv)) {
-        usage(stdout);
-        return 0;
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--broker") && v) {
-            broker = v;
-            i++;
-        } else if (!strcmp(a, "--qos") && v) {
-            sub_qos = (int)strtol(v, NULL, 10);
-            i++;
-        } else if (!strcmp(a, "--in") && v) {
-            in_topic = v;
-            i++;
-        } else if (!strcmp(a, "--out") && v) {
-            out_topic = v;
-            i++;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!broker || sub_qos < 0 || sub_qos > 2) {
-        usage(stderr);
-        return 2;
-    }
-    const char *th = getenv("THRESHOLD");
-    if (th && *th)
-        threshold = strtod(th, NULL);
+    struct bench_relay_opts o;
+    int status = bench_relay_args(argc, argv, 2, usage, &o);
+    if (status >= 0)
+        return status;
+    const char *broker = o.broker;
+    in_topic = o.in_topic;
+    out_topic = o.out_topic;
+    sub_qos = o.qos;
+    threshold = o.threshold;
 
     /* Block the signals before Paho starts its threads so that only sigwait() sees them. */
     sigset_t sigs;
