@@ -39,15 +39,12 @@ sub_start csv 'csv/#'
 sub_start door 'door/#'
 pub sensors/kitchen/temp '{"dev": "kitchen", "temp": 35.5}' -q 1
 pub sensors/hall/temp '{"dev": "hall", "temp": 20}'
-sub_wait ex 1
-sub_wait conv 2
-sub_wait csv 2
-grep -q '^alerts/kitchen {.*"temp":35.5' "$TEST_TMP/ex.out" || fail "no kitchen alert"
-grep -q '"f":95.9' "$TEST_TMP/conv.out" || fail "unit-convert wrong"
-grep -q '^csv/hall .*,hall,temp,20$' "$TEST_TMP/csv.out" || fail "csv line wrong: $(cat "$TEST_TMP/csv.out")"
+# alerts/# also carries the simulated boiler's alarms: wait for the kitchen's line itself.
+sub_wait_line ex '^alerts/kitchen \{.*"temp":35.5'
+sub_wait_line conv '"f":95.9'
+sub_wait_line csv '^csv/hall .*,hall,temp,20$'
 # The simulated doorbell (a GPIO edge every 3 s) toggles its LED line.
-sub_wait door 1 10
-grep -q '^door/bell {.*"ring":1' "$TEST_TMP/door.out" || fail "doorbell: $(cat "$TEST_TMP/door.out")"
+sub_wait_line door '^door/bell \{.*"ring":1' 10
 grep -q 'msg="boiler-watch: loaded' "$(wispd_log ex)" || fail "boiler-watch did not load"
 wispd_stop gw
 wispd_stop ex

@@ -66,6 +66,15 @@ sub_wait() {
   sub_lines "$name" >/dev/null
 }
 
+# sub_wait_line NAME REGEX [TIMEOUT]: waits for a line matching REGEX (grep -E) on
+# subscriber NAME; other messages on its filter (simulated devices) may come first.
+sub_wait_line() {
+  local name=$1 re=$2 timeout=${3:-15}
+  wait_for "$timeout" "a line like $re on $name" bash -c "grep -v '^wisp-test-probe/' '$TEST_TMP/$name.raw' | grep -Eq -- \"\$1\"" _ "$re" ||
+    { echo "--- $name:" >&2; sub_lines "$name" >&2; wispd_log_tails; fail "no line like $re on $name"; }
+  sub_lines "$name" >/dev/null
+}
+
 # The last lines of every wispd log of the test (for a failure's post-mortem).
 wispd_log_tails() {
   local f
