@@ -1530,36 +1530,40 @@ static void closed_by_broker(struct wisp_msess *s)
         fail(s, 0, false, "connection closed by the broker");
 }
 
-/* read_input over TLS: until WANT_READ, since mbedTLS may hold decrypted
- * bytes that no socket event will announce (and past READ_BUDGET the rest
- * comes from tick, see tls_pending). */
-static void read_input_tls(struct wisp_msess *s)
+/* Reads up to n bytes: the number read, 0 when nothing is there now, or
+ * -1 (the connection failed or was closed; recorded). */
+static ssize_t conn_read(struct wisp_msess *s, uint8_t *p, size_t n)
 {
-    size_t budget = READ_BUDGET;
-    while (!s->fail_pending && (s->state == ST_CONNACK || (s->state == ST_UP && !s->paused))) {
-        if (!in_reserve(s, READ_CHUNK))
-            return;
-        size_t room = s->in_cap - s->in_len;
-        int n = mbedtls_ssl_read(s->ssl, s->in + s->in_len, room < INT32_MAX ? room : INT32_MAX);
-        if (n > 0) {
-            s->in_len += (size_t)n;
-            process_input(s);
-            if ((size_t)n >= budget)
-                return;
-            budget -= (size_t)n;
-            continue;
+    if (!s->ssl) {
+        for (;;) {
+            ssize_t r = recv(s->fd, p, n, 0);
+            if (r > 0)
+                return r;
+            if (r == 0) {
+                closed_by_broker(s);
+                return -1;
+            }
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            fail(s, 0, false, "read: %s", strerror(errno));
+            return -1;
         }
-        if (n == MBEDTLS_ERR_SSL_WANT_READ || n == MBEDTLS_ERR_SSL_WANT_WRITE)
-            return;
-        if (n == 0 || n == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || n == MBEDTLS_ERR_SSL_CONN_EOF) {
-            closed_by_broker(s);
-            return;
-        }
-        char why[256];
-        tls_reason(s, n, why, sizeof(why));
-        fail(s, 0, false, "TLS read: %s", why);
-        return;
     }
+    int r = mbedtls_ssl_read(s->ssl, p, n < INT32_MAX ? n : INT32_MAX);
+    if (r > 0)
+        return r;
+    if (r == MBEDTLS_ERR_SSL_WANT_READ || r == MBEDTLS_ERR_SSL_WANT_WRITE)
+        return 0;
+    if (r == 0 || r == MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY || r == MBEDTLS_ERR_SSL_CONN_EOF) {
+        closed_by_broker(s);
+        return -1;
+    }
+    char why[256];
+    tls_reason(s, r, why, sizeof(why));
+    fail(s, 0, false, "TLS read: %s", why);
+    return -1;
 }
 
 /* Decrypted or buffered input mbedTLS holds for reading now. */
@@ -1573,37 +1577,24 @@ static bool tls_pending(const struct wisp_msess *s)
 /* Reads what is there (up to READ_BUDGET) and handles the packets. */
 static void read_input(struct wisp_msess *s)
 {
-    if (s->ssl) {
-        read_input_tls(s);
-        return;
-    }
     size_t budget = READ_BUDGET;
     while (!s->fail_pending && (s->state == ST_CONNACK || (s->state == ST_UP && !s->paused))) {
-        /* read at least the rest of a packet whose size is known */
-        size_t want = READ_CHUNK;
-        if (!in_reserve(s, want))
+        if (!in_reserve(s, READ_CHUNK))
             return;
         size_t room = s->in_cap - s->in_len;
-        ssize_t n = recv(s->fd, s->in + s->in_len, room, 0);
-        if (n > 0) {
-            s->in_len += (size_t)n;
-            process_input(s);
-            /* A short read emptied the socket: the loop calls again when
-             * more comes (level-triggered), so no recv just for EAGAIN. */
-            if ((size_t)n >= budget || (size_t)n < room)
-                return;
-            budget -= (size_t)n;
-            continue;
-        }
-        if (n == 0) {
-            closed_by_broker(s);
+        ssize_t n = conn_read(s, s->in + s->in_len, room);
+        if (n <= 0)
             return;
-        }
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK)
-            fail(s, 0, false, "read: %s", strerror(errno));
-        return;
+        s->in_len += (size_t)n;
+        process_input(s);
+        /* Without TLS a short read emptied the socket: the loop calls again
+         * when more comes (level-triggered), so no recv just for EAGAIN.
+         * mbedTLS may hold decrypted bytes that no socket event announces:
+         * TLS reads on until WANT_READ (past READ_BUDGET the rest comes
+         * from tick, see tls_pending). */
+        if ((size_t)n >= budget || (!s->ssl && (size_t)n < room))
+            return;
+        budget -= (size_t)n;
     }
 }
 
