@@ -35,6 +35,7 @@ struct wisp_durable {
     struct wisp_msess *sess;
     struct wisp_agent *agent; /* cloud sync: wisp/v1/... messages go there; NULL */
     char *sess_client_id;
+    int sess_error; /* why the last attempt to create the session failed (0: none) */
     bool intake_stopped, paused;
     bool all;      /* the session carries every subscription and publish (mqtt.client wisp) */
     size_t n_subs; /* filters subscribed on the session */
@@ -122,8 +123,10 @@ int wisp_durable_attach(struct wisp_durable *d, struct wisp_pool *pool, struct w
 {
     d->pool = pool;
     d->mqtt = mqtt;
-    if (d->all && !d->sess)
+    if (d->all && !d->sess && !d->sess_error)
         wisp_durable_set_subscriptions(d, NULL, NULL, 0); /* connect, for publishing */
+    if (d->all && !d->sess)
+        return d->sess_error; /* logged: a bad TLS file, say; wispd cannot work without it */
     int rc = wisp_pool_recover(pool);
     return rc < 0 ? rc : 0;
 }
@@ -261,7 +264,9 @@ void wisp_durable_set_subscriptions(struct wisp_durable *d, const char *const *f
         if (d->agent)
             wisp_agent_will(d->agent, &will_topic, &will_payload);
         size_t idlen = strlen(c->client_id) + 9;
+        free(d->sess_client_id); /* from a failed attempt */
         d->sess_client_id = malloc(idlen);
+        d->sess_error = -ENOMEM;
         if (!d->sess_client_id)
             return;
         /* With Paho beside it, the session needs a client id of its own. */
@@ -297,7 +302,8 @@ void wisp_durable_set_subscriptions(struct wisp_durable *d, const char *const *f
             .ud = d,
         };
         char err[256];
-        if (wisp_msess_create(d->loop, &mc, &h, &d->sess, err, sizeof(err)) != 0) {
+        d->sess_error = wisp_msess_create(d->loop, &mc, &h, &d->sess, err, sizeof(err));
+        if (d->sess_error != 0) {
             log_error("durable session: %s", err);
             return;
         }

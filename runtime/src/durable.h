@@ -49,7 +49,8 @@ void wisp_durable_set_agent(struct wisp_durable *d, struct wisp_agent *agent);
 int wisp_durable_publish_agent(struct wisp_durable *d, const char *topic, const void *payload,
                                size_t len, int qos, bool retain, uint64_t token);
 /* Once the pool and the Paho client exist: queues the events the inbox
- * holds. */
+ * holds. With mqtt.client wisp, fails (logged) when the session cannot be
+ * created, e.g. for a bad TLS file. */
 int wisp_durable_attach(struct wisp_durable *d, struct wisp_pool *pool, struct wisp_mqtt *mqtt);
 /* The durable triggers' filters (with mqtt.client wisp: all filters); the
  * session is started with the first one. */

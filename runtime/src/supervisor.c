@@ -203,9 +203,10 @@ static bool own_client_takes(const char *broker)
            strncmp(broker, "ssl://", 6) == 0 || strncmp(broker, "mqtts://", 8) == 0;
 }
 
-/* The own client reads its TLS files when its session first starts (from
- * durable.c, once there are subscriptions): read them now, so that a bad
- * file stops wispd at start like any configuration error. */
+/* With mqtt.client paho the own client (durable triggers only) reads its
+ * TLS files when a durable trigger first needs it: read them at start, so
+ * that a bad file stops wispd like any configuration error. (With
+ * mqtt.client wisp the session is created at start: wisp_durable_attach.) */
 static int check_own_client(const struct wisp_config *cfg, char *err, size_t errlen)
 {
     if (!own_client_takes(cfg->broker))
@@ -533,13 +534,13 @@ int wisp_supervisor_run(const struct wisp_config *cfg)
         log_error("cannot set up the process: %s", strerror(errno));
         goto out;
     }
-    if (check_own_client(cfg, err, sizeof(err)) != 0 ||
+    /* mqtt.client wisp: everything through the own client, plain or TLS. */
+    s.own = strcmp(cfg->mqtt_client, "wisp") == 0 && own_client_takes(cfg->broker);
+    if ((!s.own && check_own_client(cfg, err, sizeof(err)) != 0) ||
         wisp_durable_create(s.loop, cfg, &s.durable, err, sizeof(err)) != 0) {
         log_error("%s", err);
         goto out;
     }
-    /* mqtt.client wisp: everything through the own client, plain or TLS. */
-    s.own = strcmp(cfg->mqtt_client, "wisp") == 0 && own_client_takes(cfg->broker);
     struct wisp_pool_config pc = {
         .outbox_qos1 = s.own, /* the own client resends nothing by itself */
         .max_executors = (unsigned)cfg->executors_max,
