@@ -1627,6 +1627,19 @@ static void io_cb(void *ud, int fd, uint32_t events)
 
 /* ---- configuration ---- */
 
+int wisp_msess_scheme(const char *uri)
+{
+    const char *sep = uri ? strstr(uri, "://") : NULL;
+    if (!sep)
+        return -1;
+    size_t slen = (size_t)(sep - uri);
+    if ((slen == 3 && memcmp(uri, "ssl", 3) == 0) || (slen == 5 && memcmp(uri, "mqtts", 5) == 0))
+        return 1;
+    if ((slen == 3 && memcmp(uri, "tcp", 3) == 0) || (slen == 4 && memcmp(uri, "mqtt", 4) == 0))
+        return 0;
+    return -1;
+}
+
 static int parse_uri(struct wisp_msess *s, const char *uri, bool *tls, char *err, size_t errlen)
 {
     const char *sep = uri ? strstr(uri, "://") : NULL;
@@ -1636,9 +1649,9 @@ static int parse_uri(struct wisp_msess *s, const char *uri, bool *tls, char *err
                          "mqtts://host:port)",
                          uri ? uri : "");
     size_t slen = (size_t)(sep - uri);
-    *tls = (slen == 3 && memcmp(uri, "ssl", 3) == 0) || (slen == 5 && memcmp(uri, "mqtts", 5) == 0);
-    if (!*tls &&
-        !((slen == 3 && memcmp(uri, "tcp", 3) == 0) || (slen == 4 && memcmp(uri, "mqtt", 4) == 0)))
+    int scheme = wisp_msess_scheme(uri);
+    *tls = scheme == 1;
+    if (scheme < 0)
         return wisp_errf(err, errlen, -EINVAL,
                          "uri: scheme '%.*s' in '%s' is not supported by the durable session "
                          "(tcp://, mqtt://, ssl:// or mqtts://; no WebSockets)",

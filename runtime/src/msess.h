@@ -93,6 +93,10 @@ struct wisp_msess_stats {
     bool connected;
 };
 
+/* The URI's scheme: 0 plain TCP (tcp://, mqtt://), 1 TLS (ssl://, mqtts://),
+ * -1 one the session does not speak (ws://, wss://, none). */
+int wisp_msess_scheme(const char *uri);
+
 /* Copies cfg. Starts connecting at once (or from the first tick).
  * Returns 0 or a negative errno with err filled ("uri: ...", or naming the
  * TLS file that cannot be loaded). */

@@ -199,8 +199,7 @@ static void add_managed(void *ud, const char *name, const char *dir)
  * (mbedTLS); Paho's other schemes (ws://, wss://) stay with Paho. */
 static bool own_client_takes(const char *broker)
 {
-    return strncmp(broker, "tcp://", 6) == 0 || strncmp(broker, "mqtt://", 7) == 0 ||
-           strncmp(broker, "ssl://", 6) == 0 || strncmp(broker, "mqtts://", 8) == 0;
+    return wisp_msess_scheme(broker) >= 0;
 }
 
 /* With mqtt.client paho the own client (durable triggers only) reads its
