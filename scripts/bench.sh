@@ -275,12 +275,15 @@ broker_start "set_tcp_nodelay true" "max_queued_messages 100000" ||
     { say "could not start mosquitto"; exit 1; }
 say "mosquitto on $BROKER_URI"
 
-start_relay() {
-    in_own_pgrp "$RELAY" --broker "$BROKER_URI" --qos "${RELAY_QOS:-0}" >"$TEST_TMP/relay.out" 2>>"$TEST_TMP/relay.err" &
+# start_transform PROGRAM NAME: the relay or the ceiling client at QoS ${RELAY_QOS:-0}, until it
+# prints "ready"; sets RELAY_PID.
+start_transform() {
+    in_own_pgrp "$1" --broker "$BROKER_URI" --qos "${RELAY_QOS:-0}" >"$TEST_TMP/$2.out" 2>>"$TEST_TMP/$2.err" &
     RELAY_PID=$!
     BENCH_PIDS+=("$RELAY_PID")
-    poll 10 grep -qs '^ready$' "$TEST_TMP/relay.out" || { cat "$TEST_TMP/relay.err" >&2; return 1; }
+    poll 10 grep -qs '^ready$' "$TEST_TMP/$2.out" || { cat "$TEST_TMP/$2.err" >&2; return 1; }
 }
+start_relay() { start_transform "$RELAY" relay; }
 
 # ---------------------------------------------------------------- smoke test
 if ((SMOKE)); then
@@ -485,11 +488,9 @@ for ((r = 1; r <= RUNS; r++)); do
         case $t in
         relay) RELAY_QOS=1 start_relay || { say "relay did not start"; continue; }; pid=$RELAY_PID ;;
         ceiling)
-            in_own_pgrp "$CEILING" --broker "$BROKER_URI" --qos 1 >"$TEST_TMP/ceiling.out" 2>>"$TEST_TMP/ceiling.err" &
-            pid=$!
-            BENCH_PIDS+=("$pid")
-            poll 10 grep -qs '^ready$' "$TEST_TMP/ceiling.out" ||
-                { cat "$TEST_TMP/ceiling.err" >&2; say "ceiling did not start"; stop_pid_tree "$pid"; continue; } ;;
+            RELAY_QOS=1 start_transform "$CEILING" ceiling ||
+                { say "ceiling did not start"; stop_pid_tree "$RELAY_PID"; continue; }
+            pid=$RELAY_PID ;;
         wispd-*)
             # A session that outlives the run would make the broker queue the next rounds'
             # messages for it; expire it a second after wispd goes.
